@@ -1,0 +1,47 @@
+# audiopipe: two commands do all set-up on a fresh machine.
+#   make run   - venv + install + offline demo data + `dvc repro` of the whole DAG + where to look
+#   make test  - venv + install + the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+export DVC_NO_ANALYTICS := 1
+export DVC_STUDIO_OFFLINE := 1
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test lint repro clean-data help
+
+help:
+	@echo "make run    - install, build the offline demo data set and run the whole DVC pipeline"
+	@echo "make test   - install and run the test suite"
+	@echo "make lint   - ruff + mypy"
+	@echo "make mlflow-ui / make prefect-ui - local UIs on 127.0.0.1"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check src stages flows tests benchmarks
+	$(BIN)/mypy --ignore-missing-imports --disallow-untyped-defs src
+
+repro: install
+	@test -d .dvc || $(BIN)/dvc init --quiet $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+run: repro
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m audiopipe.summary
+
+-include mk/*.mk

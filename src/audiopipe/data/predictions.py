@@ -1,0 +1,123 @@
+"""Teacher predictions file (`predict_teacher` -> `distill_mobilenet`): clip-aligned logits per split.
+
+Layout of `predictions.h5` (see docs/architecture.md):
+    /<split>/clip_ids   (N,) utf-8 strings, same order as the split's packed clip file
+    /<split>/logits     (N, C) float32
+    attrs: class_names (JSON list), teacher (identity string), checkpoints (JSON list of paths)
+
+The file is written to a temporary name in the same folder and renamed, so a reader never sees half a file.
+Both functions refuse a label list that differs from the one the caller expects (the pack's), because
+logits indexed by another vocabulary would silently train the student on the wrong classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+ATTR_CLASS_NAMES = "class_names"
+ATTR_TEACHER = "teacher"
+ATTR_CHECKPOINTS = "checkpoints"
+DS_CLIP_IDS = "clip_ids"
+DS_LOGITS = "logits"
+
+
+class PredictionsError(ValueError):
+    """A predictions file is missing, malformed or does not match the expected labels (names the file)."""
+
+
+def check_class_names(found: Sequence[str], expected: Sequence[str], where: str) -> None:
+    """Raise `PredictionsError` naming the first difference when two label lists are not identical."""
+    found, expected = list(found), list(expected)
+    if found == expected:
+        return
+    if len(found) != len(expected):
+        detail = f"{len(found)} classes vs {len(expected)} expected"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(found, expected)) if a != b)
+        detail = f"class {i} is {found[i]!r}, expected {expected[i]!r}"
+    raise PredictionsError(f"{where}: label list differs from the packed clips' ({detail}); "
+                           "the teacher must be trained on the same vocabulary as the pack")
+
+
+def write_predictions(
+    path: str | Path,
+    per_split: Mapping[str, tuple[Sequence[str], np.ndarray]],
+    class_names: Sequence[str],
+    teacher: str,
+    checkpoints: Sequence[str | Path],
+    *,
+    expected_class_names: Sequence[str] | None = None,
+) -> Path:
+    """Write `{split: (clip_ids, logits (N, C))}` atomically to `path`.
+
+    Raises:
+        PredictionsError: `class_names` differ from `expected_class_names`, or a split's shapes disagree.
+    """
+    path = Path(path)
+    if expected_class_names is not None:
+        check_class_names(class_names, expected_class_names, str(path))
+    for split, (clip_ids, logits) in per_split.items():
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or logits.shape != (len(clip_ids), len(class_names)):
+            raise PredictionsError(f"{path}: split '{split}' has logits {logits.shape} for {len(clip_ids)} clips "
+                                   f"and {len(class_names)} classes")
+        if not np.isfinite(logits).all():
+            raise PredictionsError(f"{path}: split '{split}' has non-finite logits")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs[ATTR_CLASS_NAMES] = json.dumps(list(class_names))
+            f.attrs[ATTR_TEACHER] = teacher
+            f.attrs[ATTR_CHECKPOINTS] = json.dumps([str(p) for p in checkpoints])
+            for split, (clip_ids, logits) in per_split.items():
+                group = f.create_group(split)
+                group.create_dataset(DS_CLIP_IDS, data=list(clip_ids), dtype=h5py.string_dtype("utf-8"))
+                group.create_dataset(DS_LOGITS, data=np.asarray(logits, dtype=np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_attrs(path: str | Path) -> dict[str, object]:
+    """File-level attributes: `class_names` (list), `teacher` (str), `checkpoints` (list), `splits` (list)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionsError(f"{path}: predictions file not found; run the predict_teacher stage first")
+    with h5py.File(path, "r") as f:
+        return {
+            "class_names": json.loads(f.attrs[ATTR_CLASS_NAMES]),
+            "teacher": str(f.attrs[ATTR_TEACHER]),
+            "checkpoints": json.loads(f.attrs[ATTR_CHECKPOINTS]),
+            "splits": sorted(f.keys()),
+        }
+
+
+def read_predictions(
+    path: str | Path, split: str, *, expected_class_names: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """`(clip_ids, logits (N, C) float32, class_names)` of one split.
+
+    Raises:
+        PredictionsError: missing file or split, or labels different from `expected_class_names`.
+    """
+    attrs = read_attrs(path)
+    class_names = list(attrs["class_names"])  # type: ignore[call-overload]
+    if expected_class_names is not None:
+        check_class_names(class_names, expected_class_names, str(path))
+    with h5py.File(path, "r") as f:
+        if split not in f:
+            raise PredictionsError(f"{path}: no split '{split}'; present: {sorted(f.keys())}")
+        clip_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f[split][DS_CLIP_IDS][()]]
+        logits = f[split][DS_LOGITS][()].astype(np.float32)
+    return clip_ids, logits, class_names

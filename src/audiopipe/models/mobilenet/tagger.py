@@ -1,0 +1,118 @@
+"""Waveform-in tagger: EfficientAT mel front end + MobileNetV3, and strict loading of official EfficientAT weights.
+
+Shapes (B batch, T samples at `sample_rate`, C classes):
+    input   waveform  (B, T) float32 in [-1, 1]
+    output  logits    (B, C)
+
+State-dict keys are the official ones under `net.` (the front end has no persistent state), so
+`tagger.net.load_state_dict(official_state_dict, strict=True)` works; `load_official_weights` wraps that
+with an error that lists missing and unexpected keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from audiopipe.audio.features import EfficientATMel
+from audiopipe.models.mobilenet.model import MobileNetV3
+
+
+class MobileNetTagger(nn.Module):
+    """EfficientATMel -> MobileNetV3 -> logits.
+
+    Args:
+        width_mult: Width multiplier alpha of the network.
+        n_classes: Output classes C.
+        sample_rate: Sample rate of the input waveform in Hz.
+        n_mels, hop_length, n_fft, win_length: Front-end settings (EfficientAT: 128, 320, 1024, 800 at 32 kHz).
+        head_type, se_dims, strides, dropout: Passed to `MobileNetV3`.
+        fmin_aug_range, fmax_aug_range, freqm, timem: Train-time front-end augmentation (spec §1.1).
+        input_dim_t: Frames the time SE is sized for (only used when `se_dims` contains "t").
+
+    Example:
+        >>> tagger = MobileNetTagger(width_mult=0.1, n_classes=5).eval()
+        >>> tuple(tagger(torch.zeros(2, 16000)).shape)
+        (2, 5)
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        n_classes: int = 527,
+        sample_rate: int = 32000,
+        n_mels: int = 128,
+        hop_length: int = 320,
+        n_fft: int = 1024,
+        win_length: int = 800,
+        head_type: str = "mlp",
+        se_dims: str = "c",
+        strides: Sequence[int] = (2, 2, 2, 2),
+        dropout: float = 0.2,
+        fmin_aug_range: int = 10,
+        fmax_aug_range: int = 2000,
+        freqm: int = 0,
+        timem: int = 0,
+        input_dim_t: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.mel = EfficientATMel(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            fmin_aug_range=fmin_aug_range,
+            fmax_aug_range=fmax_aug_range,
+            freqm=freqm,
+            timem=timem,
+        )
+        self.net = MobileNetV3(
+            n_classes=n_classes,
+            width_mult=width_mult,
+            head_type=head_type,
+            se_dims=se_dims,
+            strides=tuple(strides),
+            input_dim_f=n_mels,
+            input_dim_t=input_dim_t,
+            dropout=dropout,
+        )
+
+    def embed(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, C) and clip embedding (B, E)."""
+        return self.net(self.mel(waveform))  # mel (B, n_mels, frames) -> net
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.embed(waveform)[0]
+
+
+def load_official_weights(module: MobileNetTagger | MobileNetV3, source: str | Path | Mapping[str, torch.Tensor]) -> None:
+    """Load an official EfficientAT MN state dict (file or mapping) strictly into `module` (or `module.net`).
+
+    Raises:
+        ValueError: Keys or shapes do not match; the message lists missing, unexpected and mis-shaped keys.
+    """
+    net = module.net if isinstance(module, MobileNetTagger) else module
+    if isinstance(source, (str, Path)):
+        state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        label = str(source)
+    else:
+        state_dict, label = dict(source), "state dict"
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mis_shaped = sorted(
+        f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    )
+    if missing or unexpected or mis_shaped:
+        raise ValueError(
+            f"{label} does not match {type(net).__name__}: missing={missing}, unexpected={unexpected}, "
+            f"shape mismatches={mis_shaped}"
+        )
+    net.load_state_dict(state_dict, strict=True)
