@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test lint repro clean-data help
+.PHONY: install run test lint repro browser help
 
 help:
 	@echo "make run    - install, build the offline demo data set and run the whole DVC pipeline"
@@ -30,7 +30,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# The report test renders data/evaluate/report.html in Debian's headless chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (report rendering test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+
+test: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install

@@ -113,12 +113,23 @@ def test_nested_under_env_parent(client, store: str, monkeypatch: pytest.MonkeyP
 
 
 def test_in_process_nesting_prefers_the_active_run(client, store: str, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setenv(PARENT_RUN_ENV, "0" * 32)  # must be ignored while a run is active in this process
+    with stage_run("pipeline", tracking_uri=store, experiment="t-inproc") as top:
+        pass
+    monkeypatch.setenv(PARENT_RUN_ENV, top.run_id)  # used by the outer run, ignored by the inner one
     with stage_run("sweep", tracking_uri=store, experiment="t-inproc") as outer:
         with stage_run("trial-0", params={"lr": 0.1}, tracking_uri=store, experiment="t-inproc") as inner:
             inner.log_metrics({"valid/mAP": 0.5}, step=0)
+    assert client.get_run(outer.run_id).data.tags["mlflow.parentRunId"] == top.run_id
     assert client.get_run(inner.run_id).data.tags["mlflow.parentRunId"] == outer.run_id
     assert client.get_run(outer.run_id).info.status == "FINISHED"
+
+
+def test_missing_env_parent_falls_back_to_a_top_level_run(client, store: str, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv(PARENT_RUN_ENV, "0" * 32)  # e.g. a parent in another store
+    with stage_run("resample", tracking_uri=store, experiment="t-orphan") as run:
+        pass
+    assert run.run_id is not None
+    assert "mlflow.parentRunId" not in client.get_run(run.run_id).data.tags
 
 
 def test_exception_in_body_propagates_and_marks_run_failed(client, store: str) -> None:  # noqa: ANN001
@@ -130,7 +141,8 @@ def test_exception_in_body_propagates_and_marks_run_failed(client, store: str) -
 
 def test_unavailable_backend_warns_and_continues(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
-    bad_uri = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'mlflow.db'}"
+    (tmp_path / "a_file").write_text("not a folder")
+    bad_uri = f"sqlite:///{tmp_path / 'a_file' / 'mlflow.db'}"  # the store cannot be created
     ran = False
     with caplog.at_level(logging.WARNING), stage_run("resample", tracking_uri=bad_uri) as run:
         run.log_metrics({"a": 1.0}, step=0)
@@ -149,7 +161,7 @@ def test_log_model_records_a_pytorch_model_with_signature(client, store: str) ->
     assert uri is not None and uri.startswith("models:/")
     info = mlflow.models.get_model_info(uri)
     assert info.signature is not None
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 4]
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 4]
     reloaded = mlflow.pytorch.load_model(uri)
     x = torch.randn(2, 4)
     torch.testing.assert_close(reloaded(x), model(x))
@@ -164,3 +176,20 @@ def test_default_uri_points_at_repo_root(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert default_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert default_tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_backend_error_during_logging_warns_and_continues(
+    store: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mlflow
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("server went away")
+
+    with stage_run("resample", tracking_uri=store, experiment="t-broken") as run:
+        monkeypatch.setattr(mlflow, "log_metrics", broken)
+        with caplog.at_level(logging.WARNING):
+            run.log_metrics({"train/loss": 1.0}, step=0)
+        after = "reached"
+    assert after == "reached"
+    assert "log_metrics failed" in caplog.text and "server went away" in caplog.text

@@ -10,6 +10,8 @@ Frames: 1 + (T - 1) // hop_length (pre-emphasis drops one sample): 10 s at 32 kH
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -21,31 +23,30 @@ NORM_SCALE = 5.0
 
 
 def _kaldi_mel(freq_hz: torch.Tensor) -> torch.Tensor:
-    return 1127.0 * torch.log1p(freq_hz / 700.0)
+    return 1127.0 * (1.0 + freq_hz / 700.0).log()
 
 
 def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, fmin: float, fmax: float) -> torch.Tensor:
     """Triangular mel filters on the Kaldi mel scale, no area normalisation, zero Nyquist column.
 
-    Same formula as `torchaudio.compliance.kaldi.get_mel_banks` without VTLN warping (spec §1.2 step 5).
+    Same formula and float32 arithmetic as `torchaudio.compliance.kaldi.get_mel_banks` without VTLN warping
+    (spec §1.2 step 5), vendored so that torchaudio API drift cannot change the features.
 
     Returns:
         (n_mels, n_fft // 2 + 1) float32 weights.
     """
     if not 0.0 <= fmin < fmax <= sample_rate / 2:
         raise ValueError(f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}")
-    n_bins = n_fft // 2
-    bin_mel = _kaldi_mel(torch.arange(n_bins, dtype=torch.float64) * (sample_rate / n_fft))  # (n_bins,)
-    mel_low, mel_high = _kaldi_mel(torch.tensor(float(fmin), dtype=torch.float64)), _kaldi_mel(
-        torch.tensor(float(fmax), dtype=torch.float64)
-    )
+    mel_low = 1127.0 * math.log(1.0 + fmin / 700.0)
+    mel_high = 1127.0 * math.log(1.0 + fmax / 700.0)
     delta = (mel_high - mel_low) / (n_mels + 1)
-    band = torch.arange(n_mels, dtype=torch.float64).unsqueeze(1)  # (n_mels, 1)
-    left, centre, right = mel_low + band * delta, mel_low + (band + 1) * delta, mel_low + (band + 2) * delta
+    band = torch.arange(n_mels, dtype=torch.float32).unsqueeze(1)  # (n_mels, 1)
+    left, centre, right = mel_low + band * delta, mel_low + (band + 1.0) * delta, mel_low + (band + 2.0) * delta
+    bin_mel = _kaldi_mel((sample_rate / n_fft) * torch.arange(n_fft // 2, dtype=torch.float32)).unsqueeze(0)
     up = (bin_mel - left) / (centre - left)
     down = (right - bin_mel) / (right - centre)
-    banks = torch.clamp(torch.minimum(up, down), min=0.0)  # (n_mels, n_bins)
-    return torch.nn.functional.pad(banks, (0, 1)).float()  # Nyquist column of zeros
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)  # (n_mels, n_fft // 2)
+    return torch.nn.functional.pad(banks, (0, 1))  # Nyquist column of zeros
 
 
 def _mask_along(x: torch.Tensor, max_width: int, dim: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ class AudioDecodeError(RuntimeError):
         super().__init__(f"{path}: cannot decode audio: {reason}{extra}")
 
 
-REJECT_REASONS = ("corrupt", "empty", "zero duration", "not audio", "non-finite samples")
+REJECT_REASONS = ("empty", "not audio", "corrupt", "zero duration", "non-finite samples", "silent")
 
 
 @dataclass(frozen=True)

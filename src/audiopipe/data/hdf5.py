@@ -11,7 +11,7 @@ One file per split. Layout (N clips, C classes, E strong events, S total samples
     audio_mp3       (N,)   vlen uint8 mp3 bytes (codec "mp3"; decoded in-process with PyAV)
     targets         (N, C) uint8   multi-hot clip tags (all zeros for unlabelled clips)
     event_offsets   (N+1,) int64   events of clip i are rows event_offsets[i]:event_offsets[i+1]
-    event_onset_s, event_offset_s (E,) float32; event_class (E,) int32
+    event_onset_s, event_offset_s (E,) float64; event_class (E,) int32
 
 Writers write to a temporary file and rename it on success, so a killed writer leaves no partial `.h5`.
 Readers open the file lazily, once per process (DataLoader worker), and raise `ClipFileError` naming the
@@ -25,6 +25,7 @@ import io
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,20 @@ class ClipFileError(RuntimeError):
 
 
 def encode_mp3(waveform: np.ndarray, sample_rate: int, bitrate_kbps: int = 128) -> bytes:
-    """Encode mono float32 audio to mp3 bytes with ffmpeg (libmp3lame)."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(sample_rate)]
-    cmd += ["-ac", "1", "-i", "-", "-c:a", "libmp3lame", "-b:a", f"{bitrate_kbps}k", "-f", "mp3", "-"]
-    pcm = np.ascontiguousarray(waveform, dtype=np.float32).tobytes()
-    proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
-    if proc.returncode != 0 or not proc.stdout:
-        raise RuntimeError(f"ffmpeg mp3 encoding failed: {proc.stderr.decode(errors='replace')[-300:]}")
-    return proc.stdout
+    """Encode mono float32 audio to mp3 bytes with ffmpeg (libmp3lame).
+
+    ffmpeg writes to a (seekable) temporary file, not a pipe, so that it can fill in the LAME/Xing header
+    with the encoder delay and padding; decoders then return exactly the original samples' timing.
+    """
+    with tempfile.TemporaryDirectory(prefix="audiopipe-mp3-") as tmp:
+        out = Path(tmp) / "clip.mp3"
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(sample_rate)]
+        cmd += ["-ac", "1", "-i", "-", "-c:a", "libmp3lame", "-b:a", f"{bitrate_kbps}k", str(out)]
+        pcm = np.ascontiguousarray(waveform, dtype=np.float32).tobytes()
+        proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
+        if proc.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"ffmpeg mp3 encoding failed: {proc.stderr.decode(errors='replace')[-300:]}")
+        return out.read_bytes()
 
 
 def decode_mp3(data: bytes, sample_rate: int, num_samples: int) -> np.ndarray:
@@ -132,7 +139,7 @@ class ClipWriter:
         self._num_samples: list[int] = []
         self._targets: list[np.ndarray] = []
         self._events: list[list[Event]] = []
-        self._hash = hashlib.sha256(json.dumps([self.class_names, self.sample_rate, codec]).encode())
+        self._hash = hashlib.sha256()
         self._tmp = atomic_target(self.path)
         self._file = h5py.File(self._tmp, "w")
         if codec == "pcm16":
@@ -179,6 +186,11 @@ class ClipWriter:
         self._events.append(evs)
         self._hash.update(clip_id.encode() + b"\0" + pcm.tobytes() + tgt.tobytes() + json.dumps(evs).encode())
 
+    def content_hash(self) -> str:
+        """sha256 over the header (classes, rate, codec) and every clip's id, PCM16 audio, targets and events."""
+        header = json.dumps([self.class_names, self.sample_rate, self.codec, self.has_strong]).encode()
+        return hashlib.sha256(header + self._hash.digest()).hexdigest()
+
     def close(self) -> Path:
         """Write the index datasets and attributes, then rename the temporary file into place."""
         f = self._file
@@ -191,8 +203,8 @@ class ClipWriter:
         counts = [len(e) for e in self._events]
         f.create_dataset(DS_EVENT_OFFSETS, data=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
         flat = [e for evs in self._events for e in evs]
-        f.create_dataset(DS_EVENT_ONSET, data=np.array([e[0] for e in flat], np.float32))
-        f.create_dataset(DS_EVENT_OFFSET, data=np.array([e[1] for e in flat], np.float32))
+        f.create_dataset(DS_EVENT_ONSET, data=np.array([e[0] for e in flat], np.float64))
+        f.create_dataset(DS_EVENT_OFFSET, data=np.array([e[1] for e in flat], np.float64))
         f.create_dataset(DS_EVENT_CLASS, data=np.array([e[2] for e in flat], np.int32))
         f.attrs.update(
             {
@@ -203,7 +215,7 @@ class ClipWriter:
                 ATTR_CODEC: self.codec,
                 ATTR_HAS_STRONG: bool(self.has_strong),
                 ATTR_SPLIT: self.split,
-                ATTR_CONTENT_HASH: self._hash.hexdigest(),
+                ATTR_CONTENT_HASH: self.content_hash(),
             }
         )
         f.close()

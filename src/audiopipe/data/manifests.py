@@ -15,6 +15,7 @@ A data folder (`data/download/<source>/`, mirrored by `data/resample/<source>/`)
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Sequence
@@ -205,3 +206,12 @@ def _check_row(where: str, name: str, labels: Sequence[str], known: set[str], by
     for label in labels:
         if label not in known:
             raise ManifestError(f"{where}: unknown label {label!r}; add it to classes.txt or fix the row")
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (the manifest's `sha256` column, download checksums)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()

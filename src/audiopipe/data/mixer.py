@@ -100,3 +100,45 @@ def mix_soundscape(
     if peak > 0.99:
         mix *= 0.99 / peak
     return mix, sorted(labels)
+
+
+def segment_events(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    threshold_db: float = -35.0,
+    min_duration_s: float = 0.15,
+    merge_gap_s: float = 0.2,
+    max_duration_s: float = 4.0,
+    frame_s: float = 0.02,
+) -> list[tuple[int, int]]:
+    """Active regions `(start, stop)` in samples: frame RMS above `threshold_db` re the clip's loudest frame.
+
+    Gaps shorter than `merge_gap_s` are merged, regions shorter than `min_duration_s` dropped and longer ones
+    cut into pieces of at most `max_duration_s` (recipe step 4).
+    """
+    hop = max(int(frame_s * sample_rate), 1)
+    n_frames = audio.shape[0] // hop
+    if n_frames == 0:
+        return []
+    frames = audio[: n_frames * hop].reshape(n_frames, hop).astype(np.float64)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    active = level > level.max() + threshold_db
+    if level.max() < -90:  # digital silence
+        return []
+    regions: list[list[int]] = []
+    for i in np.flatnonzero(active):
+        if regions and (i - regions[-1][1]) * hop <= merge_gap_s * sample_rate:
+            regions[-1][1] = i + 1
+        else:
+            regions.append([i, i + 1])
+    out = []
+    cap = int(max_duration_s * sample_rate)
+    for a, b in regions:
+        start, stop = a * hop, min(b * hop, audio.shape[0])
+        if stop - start < min_duration_s * sample_rate:
+            continue
+        for s in range(start, stop, cap):
+            if min(s + cap, stop) - s >= min_duration_s * sample_rate:
+                out.append((s, min(s + cap, stop)))
+    return out

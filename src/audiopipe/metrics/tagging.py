@@ -116,8 +116,8 @@ def tagging_metrics(targets: np.ndarray, scores: np.ndarray) -> dict[str, float]
 def precision_recall_curve(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PR curve of one class for plots: (precision, recall, thresholds), thresholds increasing.
 
-    Same convention as scikit-learn: the last (precision, recall) pair is (1, 0) and has no threshold;
-    the curve stops at the first threshold that reaches full recall.
+    Same convention as scikit-learn (≥ 1.3): one point per distinct score, and a final (precision,
+    recall) pair (1, 0) without a threshold.
     """
     targets = np.asarray(targets).reshape(-1)
     scores = np.asarray(scores).reshape(-1)
@@ -131,8 +131,7 @@ def precision_recall_curve(targets: np.ndarray, scores: np.ndarray) -> tuple[np.
     tps = np.cumsum(y)[end]
     precision = tps / (end + 1)
     recall = tps / tps[-1]
-    last = int(np.searchsorted(tps, tps[-1]))  # first index with full recall
-    keep = slice(last, None, -1)
+    keep = slice(None, None, -1)
     return (
         np.r_[precision[keep], 1.0],
         np.r_[recall[keep], 0.0],

@@ -68,7 +68,7 @@ class CNN(nn.Module):
         self.time_pool, freq_pool = 1, 1
         self.cnn = nn.Sequential()
         in_channels = 1
-        for i, (out_channels, pool) in enumerate(zip(channels, pools)):
+        for i, (out_channels, pool) in enumerate(zip(channels, pools, strict=True)):
             time_factor, freq_factor = int(pool[0]), int(pool[1])
             self.cnn.add_module(f"conv{i}", nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
             self.cnn.add_module(f"batchnorm{i}", nn.BatchNorm2d(out_channels, eps=1e-3, momentum=0.99))
@@ -91,16 +91,20 @@ class BidirectionalGRU(nn.Module):
 
     def __init__(self, n_in: int, hidden: int, num_layers: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.rnn = nn.GRU(n_in, hidden, num_layers=num_layers, batch_first=True, bidirectional=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = nn.GRU(
+            n_in,
+            hidden,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.rnn(x)[0]  # (B, T', 2 · hidden)
 
 
-def strong_weak_heads(
-    x: torch.Tensor, dense: nn.Linear, dense_softmax: nn.Linear
-) -> tuple[torch.Tensor, torch.Tensor]:
+def strong_weak_heads(x: torch.Tensor, dense: nn.Linear, dense_softmax: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     """RNN output (B, T', H) -> strong (B, K, T') sigmoid and weak (B, K).
 
     Weak = attention-weighted mean of strong over time, the attention being a softmax over the **classes**

@@ -37,8 +37,9 @@ class SEDMelFrontEnd(nn.Module):
     ) -> None:
         super().__init__()
         self.sample_rate, self.hop_length, self.n_mels = sample_rate, hop_length, n_mels
-        self.mel = LinearMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max, power=1.0,
-                             window="hamming_symmetric")
+        self.mel = LinearMel(
+            sample_rate, n_fft, hop_length, n_mels, f_min, f_max, power=1.0, window="hamming_symmetric"
+        )
 
     def magnitude(self, waveform: torch.Tensor) -> torch.Tensor:
         """(B, T) -> linear magnitude mel (B, n_mels, frames); the domain in which ATST-SED applies mixup."""

@@ -162,9 +162,15 @@ def _log_torch_model(mlflow: Any, model: Any, example_input: Any, name: str) -> 
     else:
         output = output.detach().cpu().numpy()
     signature = infer_signature(example_input.cpu().numpy(), output)
+    # "pickle" (not MLflow 3's default "pt2"): torch.export traces a fixed graph and fails on models with
+    # data-dependent shapes; the pickle needs `audiopipe` importable where the model is loaded.
     # Explicit requirements skip MLflow's slow requirement inference (it reloads the model in a subprocess).
     return mlflow.pytorch.log_model(
-        model, name=name, signature=signature, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"]
+        model,
+        name=name,
+        signature=signature,
+        serialization_format="pickle",
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "cloudpickle", "audiopipe"],
     )
 
 
@@ -198,7 +204,13 @@ def _start(name: str, params: Any, tracking_uri: str | None, experiment: str, pa
         run = mlflow.start_run(run_name=name, nested=True, tags=tags)
     else:
         parent = parent_run_id or os.environ.get(PARENT_RUN_ENV) or None
-        run = mlflow.start_run(run_name=name, parent_run_id=parent, nested=active is not None, tags=tags)
+        try:
+            run = mlflow.start_run(run_name=name, parent_run_id=parent, nested=active is not None, tags=tags)
+        except Exception as exc:  # noqa: BLE001 - e.g. the parent lives in another store: log unnested
+            if parent is None:
+                raise
+            log.warning("MLflow parent run %s unusable (%s); logging %r as a top-level run", parent, exc, name)
+            run = mlflow.start_run(run_name=name, tags=tags)
     tracked = StageRun(mlflow, run.info.run_id)
     tracked.log_params(params)
     return tracked

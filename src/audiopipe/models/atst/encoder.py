@@ -133,7 +133,7 @@ class FrameAST(nn.Module):
         self.mask_embed = nn.Parameter(torch.zeros(1, 1, dim))  # pre-training only; kept for checkpoint parity
         self.pos_embed = nn.Parameter(torch.zeros(1, max_tokens + 1, dim))
         self.pos_drop = nn.Dropout(drop)
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # linear 0 -> drop_path
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, drop, rate) for rate in rates)
         self.norm_frame = nn.LayerNorm(dim, eps=1e-6)
         self._init_weights()
@@ -144,6 +144,8 @@ class FrameAST(nn.Module):
         return self.patch_frames * 0.01
 
     def _init_weights(self) -> None:
+        if self.pos_embed.is_meta:  # shape-only build (parameter counting): nothing to initialise
+            return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.mask_embed, std=0.02)
         for module in self.modules():
@@ -163,8 +165,10 @@ class FrameAST(nn.Module):
             raise ValueError(f"expected mel (B, {self.n_mels}, T), got shape {tuple(mel.shape)}")
         n_tokens = mel.shape[-1] // self.patch_frames
         if not 1 <= n_tokens <= self.max_tokens:
-            raise ValueError(f"{mel.shape[-1]} mel frames give {n_tokens} tokens; the encoder takes 1 to "
-                             f"{self.max_tokens} (split longer inputs into chunks of at most 10 s)")
+            raise ValueError(
+                f"{mel.shape[-1]} mel frames give {n_tokens} tokens; the encoder takes 1 to "
+                f"{self.max_tokens} (split longer inputs into chunks of at most 10 s)"
+            )
         x = self.patch_embed(mel)  # (B, N, D)
         x = self.pos_drop(x + self.pos_embed[:, 1 : n_tokens + 1])  # row 0 is the unused reserved slot
         for block in self.blocks:

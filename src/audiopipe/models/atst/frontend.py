@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torchaudio.functional import melscale_fbanks
+from torchaudio.functional import melscale_fbanks  # type: ignore[import-untyped]
 
 # ATST-SED `train/local/*_trainer.py` (ATSTNorm): min/max dB of the ATST-Frame pre-training data.
 ATST_NORM_MIN_DB = -79.6482
@@ -36,6 +36,9 @@ class LinearMel(nn.Module):
     Shapes:
         (B, T) -> (B, n_mels, 1 + T // hop_length)
     """
+
+    window: torch.Tensor
+    fb: torch.Tensor
 
     def __init__(
         self,
@@ -56,18 +59,28 @@ class LinearMel(nn.Module):
         }
         if window not in windows:
             raise ValueError(f"unknown window '{window}'; choose one of {sorted(windows)}")
-        fb = melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk")
-        self.register_buffer("window", windows[window](), persistent=False)
+        with torch.device("cpu"):  # constants: computed on the CPU even inside a meta/cuda device context
+            fb = melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk")
+            self.register_buffer("window", windows[window](), persistent=False)
         self.register_buffer("fb", fb, persistent=False)  # (n_fft // 2 + 1, n_mels)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() != 2:
             raise ValueError(f"expected waveform (B, T), got shape {tuple(waveform.shape)}")
         if waveform.shape[-1] <= self.n_fft // 2:
-            raise ValueError(f"waveform of {waveform.shape[-1]} samples is shorter than n_fft/2 + 1 = "
-                             f"{self.n_fft // 2 + 1} (reflect padding needs more)")
-        spec = torch.stft(waveform.float(), self.n_fft, self.hop_length, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True)  # (B, n_fft // 2 + 1, frames)
+            raise ValueError(
+                f"waveform of {waveform.shape[-1]} samples is shorter than n_fft/2 + 1 = "
+                f"{self.n_fft // 2 + 1} (reflect padding needs more)"
+            )
+        spec = torch.stft(
+            waveform.float(),
+            self.n_fft,
+            self.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )  # (B, n_fft // 2 + 1, frames)
         spec = spec.abs().pow(self.power)
         return torch.matmul(spec.transpose(1, 2), self.fb).transpose(1, 2)  # (B, n_mels, frames)
 

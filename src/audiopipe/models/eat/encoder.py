@@ -24,7 +24,7 @@ MAX_TIME_PATCHES = 768  # `max_length` of EAT models/images.py: 768 x 16 frames 
 
 def sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
     """`[sin(p * w), cos(p * w)]` with `w_k = 10000^(-k / (d / 2))`: `(P,)` -> `(P, embed_dim)`."""
-    omega = torch.arange(embed_dim // 2, dtype=torch.float64) / (embed_dim / 2.0)
+    omega = torch.arange(embed_dim // 2, dtype=torch.float64, device=positions.device) / (embed_dim / 2.0)
     omega = 1.0 / 10000**omega  # (d/2,)
     angles = positions.double()[:, None] * omega[None, :]  # (P, d/2)
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
@@ -38,8 +38,9 @@ def sincos_2d(embed_dim: int, time_patches: int, freq_patches: int) -> torch.Ten
     """
     if embed_dim % 4:
         raise ValueError(f"embed_dim={embed_dim} must be divisible by 4 for the 2-D sin-cos table")
-    time_index = torch.arange(time_patches).repeat_interleave(freq_patches)  # (N,) t of row n
-    freq_index = torch.arange(freq_patches).repeat(time_patches)  # (N,) f of row n
+    # Always computed on the CPU in float64 (also under a `torch.device("meta")` context), then float32.
+    time_index = torch.arange(time_patches, device="cpu").repeat_interleave(freq_patches)  # (N,) t of row n
+    freq_index = torch.arange(freq_patches, device="cpu").repeat(time_patches)  # (N,) f of row n
     table = torch.cat([sincos_1d(embed_dim // 2, freq_index), sincos_1d(embed_dim // 2, time_index)], dim=1)
     return table.float()
 
@@ -187,7 +188,7 @@ class EATEncoder(nn.Module):
         table = sincos_2d(embed_dim, max_time_patches, self.freq_patches)
         self.register_buffer("pos_embed", table.unsqueeze(0), persistent=False)
         self.norm_pre = nn.LayerNorm(embed_dim, eps=norm_eps)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth else []
+        rates = [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]  # linear 0 -> rate
         self.blocks = nn.ModuleList(
             AltBlock(embed_dim, num_heads, mlp_ratio, drop_path=rate, norm_eps=norm_eps) for rate in rates
         )
@@ -195,6 +196,8 @@ class EATEncoder(nn.Module):
 
     def reset_parameters(self) -> None:
         """Pre-training init (spec §2.5): BERT init for Linear, Xavier patch conv, N(0, 1) CLS."""
+        if self.cls_token.is_meta:  # shape-only model (parameter counting): nothing to draw
+            return
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
@@ -215,7 +218,8 @@ class EATEncoder(nn.Module):
         if patches.shape[1] > self.pos_embed.shape[1]:
             raise ValueError(f"input has {patches.shape[1] // self.freq_patches} time patches, "
                              f"the positional table holds {self.max_time_patches}")
-        return patches + self.pos_embed[:, : patches.shape[1]].to(patches.dtype)  # time-major prefix
+        positions = self.pos_embed[:, : patches.shape[1]].to(device=patches.device, dtype=patches.dtype)
+        return patches + positions  # time-major prefix of the table
 
     def run_blocks(
         self, tokens: torch.Tensor, keep_layer_results: bool = False

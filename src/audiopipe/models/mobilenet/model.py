@@ -181,6 +181,8 @@ class MobileNetV3(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if any(p.is_meta for p in self.parameters()):
+            return  # shape-only model (torch.device("meta")): nothing to initialise
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")

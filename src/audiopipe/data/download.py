@@ -1,0 +1,165 @@
+"""The `download` task: fetch or build one corpus into `dest/<source>/` as a data folder (see manifests).
+
+Sources:
+    realmix    real recordings from pinned Debian packages, mixed into DESED-like soundscapes (default, offline)
+    synthetic  procedural soundscapes with the same outputs (tests, machines without apt)
+    esc50, desed, fsd50k, audioset, folder   public corpora / a user's folder (`audiopipe.data.sources.corpora`)
+
+A finished folder carries `.completed` holding the hash of the options that built it; a rerun with the
+same options returns at once. HTTP helpers here resume partial downloads (Range), verify sha256 and
+extract archives without letting members escape the target folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from audiopipe.audio.io import write_text_atomic
+from audiopipe.data.manifests import sha256_file
+
+log = logging.getLogger(__name__)
+
+COMPLETED = ".completed"
+SOURCES = ("realmix", "synthetic", "esc50", "desed", "fsd50k", "audioset", "folder")
+
+
+class DownloadError(RuntimeError):
+    """A download, checksum or extraction failed (the message says which file and what to do)."""
+
+
+def options_hash(source: str, opts: dict[str, Any]) -> str:
+    """Stable hash of the options that define a built corpus (the `.completed` content)."""
+    return hashlib.sha256(json.dumps([source, opts], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_completed(folder: Path, digest: str) -> bool:
+    marker = folder / COMPLETED
+    return marker.is_file() and marker.read_text().strip() == digest
+
+
+def download(source: str, dest: str | Path, **opts: Any) -> dict[str, float]:
+    """Build `dest/<source>/` unless its `.completed` marker matches these options; returns metrics.
+
+    `opts` are the source's keyword arguments (counts, seed, sample_rate, ... for realmix/synthetic;
+    url/sha256 for the corpora; `cache_dir` for realmix's package cache).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown download source {source!r}; choose one of {SOURCES}")
+    folder = Path(dest) / source
+    cache_dir = opts.pop("cache_dir", None)
+    digest = options_hash(source, opts)
+    if is_completed(folder, digest):
+        log.info("%s is complete (options unchanged); nothing to do", folder)
+        return {"download/clips": float(_count_clips(folder)), "download/skipped": 1.0}
+    if folder.exists():
+        (folder / COMPLETED).unlink(missing_ok=True)
+    builder = _builder(source)
+    if source == "realmix":
+        opts = {**opts, "cache_dir": cache_dir}
+    builder(folder, **opts)
+    write_text_atomic(folder / COMPLETED, digest + "\n")
+    return {"download/clips": float(_count_clips(folder)), "download/skipped": 0.0}
+
+
+def _count_clips(folder: Path) -> int:
+    manifest = folder / "manifest.jsonl"
+    return sum(1 for line in manifest.read_text().splitlines() if line.strip()) if manifest.is_file() else 0
+
+
+def _builder(source: str) -> Callable[..., Any]:
+    if source == "synthetic":
+        return _build_synthetic
+    if source == "realmix":
+        from audiopipe.data.sources.realmix import build_realmix
+
+        return build_realmix
+    from audiopipe.data.sources import corpora
+
+    return getattr(corpora, f"build_{source}")
+
+
+def _build_synthetic(folder: Path, **opts: Any) -> None:
+    from audiopipe.data.synthetic import build_synthetic_source
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    build_synthetic_source(
+        folder,
+        counts=opts["counts"],
+        duration_s=opts["duration_s"],
+        sample_rate=opts["sample_rate"],
+        seed=opts["seed"],
+        max_events=opts.get("max_events", 3),
+    )
+
+
+def fetch(url: str, target: Path, *, sha256: str | None = None, timeout_s: float = 60.0, chunk_bytes: int = 1 << 20) -> Path:
+    """Download `url` to `target`, resuming a `<target>.partial` file with an HTTP Range request.
+
+    The finished file is checked against `sha256` (when given) before it is renamed into place, and a
+    `<target>.completed` marker is written; a later call with the marker present does nothing.
+    """
+    marker = target.with_name(target.name + COMPLETED)
+    if target.is_file() and marker.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    have = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            if have and response.status != 206:  # server ignored the Range header: start over
+                have = 0
+            with open(partial, "ab" if have else "wb") as fh:
+                while block := response.read(chunk_bytes):
+                    fh.write(block)
+    except OSError as err:
+        raise DownloadError(
+            f"{url}: download failed ({err}); {partial} keeps {partial.stat().st_size if partial.exists() else 0} "
+            "bytes and a rerun resumes from there"
+        ) from err
+    if sha256:
+        actual = sha256_file(partial)
+        if actual != sha256:
+            partial.unlink()
+            raise DownloadError(f"{url}: sha256 {actual} != expected {sha256}; the partial file was deleted, rerun")
+    os.replace(partial, target)
+    write_text_atomic(marker, (sha256 or sha256_file(target)) + "\n")
+    return target
+
+
+def _safe_member(root: Path, name: str) -> Path:
+    dest = (root / name).resolve()
+    if not dest.is_relative_to(root.resolve()):
+        raise DownloadError(f"archive member {name!r} would be written outside {root}; refusing to extract")
+    return dest
+
+
+def extract(archive: Path, target: Path) -> Path:
+    """Extract a zip or tar archive into `target`, refusing members that escape it (zip-slip) and links."""
+    target.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                _safe_member(target, info.filename)
+            zf.extractall(target)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            for member in tf.getmembers():
+                _safe_member(target, member.name)
+                if member.issym() or member.islnk():
+                    raise DownloadError(f"{archive}: member {member.name!r} is a link; refusing to extract")
+            tf.extractall(target)
+    else:
+        raise DownloadError(f"{archive}: not a zip or tar archive")
+    return target

@@ -1,0 +1,1 @@
+"""Corpus builders behind `audiopipe.data.download.download(source, ...)`."""

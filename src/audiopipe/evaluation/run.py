@@ -1,0 +1,162 @@
+"""The `evaluate` task: every final model on the test split → metrics.json, PNG plots, report.html.
+
+Reads the tagging checkpoints (EAT teacher, KD student, no-KD student), the SED checkpoints (stage 1 and
+stage 2, student and mean teacher), the training curves each stage wrote (`train_curve.csv`,
+`valid_curve.csv`) and the test pack. A missing input is reported as missing (never as zeros).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audiopipe.data.hdf5 import ClipReader
+from audiopipe.evaluation import plots
+from audiopipe.evaluation.report import ReportData, write_report
+from audiopipe.evaluation.scoring import (
+    check_classes,
+    evaluate_tagger,
+    ground_truth,
+    load_sed_models,
+    sed_frame_scores,
+)
+from audiopipe.metrics.sed import evaluate_sed, plot_roc, scores_to_events, write_roc_csv
+from audiopipe.metrics.tagging import precision_recall_curve
+from audiopipe.training.curves import read_curve
+from audiopipe.training.loop import TaskResult
+
+log = logging.getLogger(__name__)
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+def _tagging_section(cfg: Any, taggers: Mapping[str, Path], reader: ClipReader, out_dir: Path,
+                     data: ReportData) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    per_class, pr = {}, {}
+    for name, path in taggers.items():
+        if not path.is_file():
+            data.tagging[name] = None
+            data.missing[name] = f"{path} not found (run its stage: dvc repro)"
+            continue
+        evaluation = evaluate_tagger(path, reader, cfg.duration_s, cfg.batch_size)
+        data.tagging[name] = results[name] = evaluation["metrics"]
+        per_class[name] = evaluation["per_class_ap"]
+        targets, scores = evaluation["targets"].reshape(-1), evaluation["scores"].reshape(-1)
+        if targets.any():
+            precision, recall, _ = precision_recall_curve(targets, scores)
+            pr[name] = (precision, recall)
+    if per_class:
+        plots.per_class_ap_bars(out_dir / "tagging_per_class_ap.png", per_class)
+        data.figures.append(("Average precision per class (test)", "tagging_per_class_ap.png"))
+    if pr:
+        plots.pr_curves(out_dir / "tagging_pr.png", pr)
+        data.figures.append(("Precision-recall, all classes pooled (test)", "tagging_pr.png"))
+    return results
+
+
+def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipReader, out_dir: Path,
+                 data: ReportData) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    reference = ground_truth(reader)
+    durations = {clip: cfg.duration_s for clip in reader.clip_ids}
+    rocs = {}
+    for name, path in sed_checkpoints.items():
+        if not path.is_file():
+            data.sed[f"{name} student"] = None
+            data.missing[name] = f"{path} not found (run its stage: dvc repro)"
+            continue
+        models, payload = load_sed_models(path)
+        check_classes(payload["class_names"], reader, str(path))
+        for variant, model in models.items():
+            label = f"{name} {variant.replace('_', ' ')}"
+            scores = sed_frame_scores(model, reader, cfg.duration_s, cfg.batch_size)
+            evaluation = evaluate_sed(scores, reference, durations, class_names=reader.class_names,
+                                      frame_rate_hz=model.frame_rate_hz, median_windows=cfg.median_windows,
+                                      operating_points=False)
+            data.sed[label] = results[label] = evaluation.metrics
+            rocs[f"{label} psds1"] = evaluation.rocs["psds1"]
+            rocs[f"{label} psds2"] = evaluation.rocs["psds2"]
+            if variant == "student" and name == list(sed_checkpoints)[-1]:
+                _timelines(cfg, scores, reference, reader, model.frame_rate_hz, out_dir, data)
+    if rocs:
+        plot_roc(out_dir / "sed_psd_roc.png", rocs, title="PSD-ROC (test)")
+        write_roc_csv(out_dir / "sed_psd_roc.csv", rocs)
+        data.figures.append(("PSD-ROC curves (test)", "sed_psd_roc.png"))
+    return results
+
+
+def _timelines(cfg: Any, scores: Mapping[str, np.ndarray], reference: Mapping[str, list[Any]], reader: ClipReader,
+               frame_rate_hz: float, out_dir: Path, data: ReportData) -> None:
+    for clip in list(scores)[: cfg.timeline_clips]:
+        detected = scores_to_events(scores[clip], cfg.threshold, frame_rate_hz=frame_rate_hz,
+                                    class_names=reader.class_names, duration_s=cfg.duration_s)
+        name = f"timeline_{_slug(clip)}.png"
+        plots.event_timeline(out_dir / name, clip, cfg.duration_s, reference[clip], detected)
+        data.figures.append((f"Events of {clip} (last SED stage, student, threshold {cfg.threshold})", name))
+
+
+def _curves(stage_dirs: Mapping[str, Path], out_dir: Path, data: ReportData) -> None:
+    """One figure per stage from its curve CSVs: rows with a `step` column are per-step training curves,
+    rows with only an `epoch` column are per-epoch validation curves."""
+    for stage, folder in stage_dirs.items():
+        train: dict[str, list[float]] = {}
+        valid: dict[str, list[float]] = {}
+        for path in sorted(folder.glob("*curve*.csv")) if folder.is_dir() else []:
+            columns = read_curve(path)
+            if "step" in columns and not train:
+                train = columns
+            elif "epoch" in columns and "step" not in columns:
+                valid = columns
+        if not train and not valid:
+            data.missing[f"{stage} curves"] = f"no training curve CSV in {folder}"
+            continue
+        name = f"curves_{stage}.png"
+        plots.training_curves(out_dir / name, stage, train, valid)
+        data.curves.append((stage, name))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path], sed_checkpoints: Mapping[str, Path],
+                      stage_dirs: Mapping[str, Path], out_dir: Path, provenance: Mapping[str, str],
+                      params_yaml: str = "", tracker: Any = None) -> TaskResult:
+    """Evaluate every final model on `clips_dir/<cfg.split>.h5`; write plots, report.html, return metrics."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reader = ClipReader(clips_dir / f"{cfg.split}.h5")
+    data = ReportData(provenance={**provenance, "test pack content hash": reader.content_hash,
+                                  "test clips": str(len(reader))}, params_yaml=params_yaml)
+    tagging = _tagging_section(cfg, taggers, reader, out_dir, data)
+    sed = _sed_section(cfg, sed_checkpoints, reader, out_dir, data) if reader.has_strong else {}
+    if not reader.has_strong:
+        data.notes.append(f"{cfg.split}.h5 has no strong labels: SED metrics skipped")
+    _curves(stage_dirs, out_dir, data)
+    report = write_report(out_dir / "report.html", data)
+    metrics = {"tagging": tagging, "sed": sed, "missing": sorted(data.missing)}
+    flat = {f"{_slug(model)}/{key}": value for section in (tagging, sed) for model, values in section.items()
+            for key, value in values.items()}
+    if tracker is not None:
+        tracker.log_metrics(flat, 0)
+        for path in sorted(out_dir.glob("*.png")) + [report]:
+            tracker.log_artifact(path)
+    log.info("report written to %s", report)
+    return TaskResult(metrics=metrics, checkpoint=None, history=[])
+
+
+def manifest_hash(download_dir: Path) -> str:
+    """sha256 of the data set manifest written by the download stage (or 'missing')."""
+    return _sha256(download_dir / "manifest.jsonl")
+
+
+def metrics_json(metrics: Mapping[str, Any]) -> str:
+    return json.dumps(metrics, indent=2, sort_keys=True, default=float)

@@ -1,0 +1,105 @@
+"""Run final models over a packed split: tagging scores, SED frame scores, complexity and CPU latency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiopipe.audio.resample import resample
+from audiopipe.data.hdf5 import ClipReader
+from audiopipe.metrics.tagging import average_precision_per_class, tagging_metrics
+from audiopipe.models import build_model, load_model
+from audiopipe.models.complexity import count_macs, count_parameters
+from audiopipe.training.checkpoint import load_state_dict_strict
+
+Event = tuple[float, float, str]
+
+
+def _waveforms(reader: ClipReader, indices: list[int], sample_rate: int, duration_s: float) -> torch.Tensor:
+    length = int(round(duration_s * sample_rate))
+    batch = np.zeros((len(indices), length), dtype=np.float32)
+    for row, i in enumerate(indices):
+        audio = reader.read_audio(i)
+        if reader.sample_rate != sample_rate:
+            audio = resample(audio, reader.sample_rate, sample_rate)
+        batch[row, : min(length, len(audio))] = audio[:length]
+    return torch.from_numpy(batch)
+
+
+def check_classes(model_classes: list[str], reader: ClipReader, source: str) -> None:
+    if list(model_classes) != list(reader.class_names):
+        raise ValueError(f"{source}: model classes {model_classes} differ from the test pack's "
+                         f"{reader.class_names}; rerun the stage on this data (dvc repro)")
+
+
+@torch.no_grad()
+def tagging_scores(model: nn.Module, reader: ClipReader, duration_s: float, batch_size: int) -> np.ndarray:
+    """Sigmoid probabilities (N, C) of a waveform→logits tagger over every clip of `reader`."""
+    out = []
+    for start in range(0, len(reader), batch_size):
+        indices = list(range(start, min(start + batch_size, len(reader))))
+        out.append(torch.sigmoid(model(_waveforms(reader, indices, model.sample_rate, duration_s))).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(reader.class_names)), dtype=np.float32)
+
+
+def evaluate_tagger(checkpoint: Path, reader: ClipReader, duration_s: float, batch_size: int) -> dict[str, Any]:
+    """Test metrics, per-class AP, pooled PR data and complexity of one tagging checkpoint."""
+    model, payload = load_model(checkpoint)
+    check_classes(payload["class_names"], reader, str(checkpoint))
+    targets = np.stack([reader.targets(i) for i in range(len(reader))])
+    scores = tagging_scores(model, reader, duration_s, batch_size)
+    metrics = {f"test/{k}": v for k, v in tagging_metrics(targets, scores).items()}
+    ap = average_precision_per_class(targets, scores)
+    per_class = {name: float(value) for name, value in zip(reader.class_names, ap) if np.isfinite(value)}
+    metrics.update(complexity(model, duration_s))
+    return {"metrics": metrics, "per_class_ap": per_class, "targets": targets, "scores": scores}
+
+
+def complexity(model: nn.Module, duration_s: float = 10.0, repeats: int = 3) -> dict[str, float]:
+    """Parameters (M), GMACs and median CPU latency (ms) for one clip of `duration_s` seconds."""
+    clip = torch.zeros(1, int(model.sample_rate * duration_s))
+    macs = count_macs(model, clip)
+    timings = []
+    with torch.no_grad():
+        model(clip)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(clip)
+            timings.append(time.perf_counter() - start)
+    return {"params_m": count_parameters(model) / 1e6, "gmacs_10s": macs / 1e9 * 10.0 / duration_s,
+            "cpu_latency_ms_10s": float(np.median(timings)) * 1000 * 10.0 / duration_s}
+
+
+def load_sed_models(checkpoint: Path) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """The student and (when saved) the mean teacher of an ATST-SED stage checkpoint."""
+    student, payload = load_model(checkpoint)
+    models = {"student": student}
+    teacher_state = payload.get("mean_teacher")
+    if teacher_state is not None:
+        teacher = build_model(payload["builder"], **payload["builder_kwargs"])
+        load_state_dict_strict(teacher, teacher_state, source=f"{checkpoint} (mean_teacher)")
+        models["mean_teacher"] = teacher.eval()
+    return models, payload
+
+
+@torch.no_grad()
+def sed_frame_scores(model: nn.Module, reader: ClipReader, duration_s: float, batch_size: int) -> dict[str, np.ndarray]:
+    """clip id -> (C, T') frame probabilities of an SED model over every clip of `reader`."""
+    scores: dict[str, np.ndarray] = {}
+    for start in range(0, len(reader), batch_size):
+        indices = list(range(start, min(start + batch_size, len(reader))))
+        strong, _ = model(_waveforms(reader, indices, model.sample_rate, duration_s))
+        for row, i in enumerate(indices):
+            scores[reader.clip_ids[i]] = strong[row].float().numpy()
+    return scores
+
+
+def ground_truth(reader: ClipReader) -> dict[str, list[Event]]:
+    """clip id -> reference events with class names."""
+    return {reader.clip_ids[i]: [(on, off, reader.class_names[c]) for on, off, c in reader.events(i)]
+            for i in range(len(reader))}

@@ -1,0 +1,303 @@
+"""Optuna sweeps over one training stage, run in-process on the same task function the DVC stage calls.
+
+Each trial: `suggest(trial, space)` draws overrides from the stage's search space (the `sweep.stages.<stage>`
+block of params.yaml), `apply_overrides` `dataclasses.replace`s them into the stage's config, and the task runs
+with `on_epoch_end` reporting the validation metric per epoch so the pruner can stop it (`optuna.TrialPruned`).
+Each trial is a nested MLflow run (`trial-<n>`, tags `optuna.study`, `optuna.trial`) under the sweep's run.
+A trial that raises is recorded as FAIL and the study goes on. Outputs of trial n go to `<out_dir>/trial-<n>/`.
+
+Storage defaults to `sqlite:///<out_dir>/study.db`, so rerunning continues the study; several processes may
+share one storage once `init_study` has created it. The winner is written to `<out_dir>/best_params.yaml`
+together with the `dvc exp run -S ...` command that applies it (a sweep never edits params.yaml).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audiopipe.config import SweepConfig, SweepStageConfig
+from audiopipe.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepTarget:
+    """How to call one stage's training task: the same callable and paths as its DVC stage.
+
+    `config` and `task` are objects or "module:attribute" strings (imported on first use, so listing a
+    stage here costs nothing until it is swept). `inputs` maps task keyword -> path relative to the repo
+    root (as in dvc.yaml); `outputs` maps task keyword -> path inside the trial's own folder; `fixed` holds
+    constant keywords (`phase=1`, `teacher_h5=None`).
+    """
+
+    config: Any
+    task: Any
+    inputs: Mapping[str, str]
+    outputs: Mapping[str, str]
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def resolve(self) -> tuple[type, Callable[..., Any]]:
+        return _load(self.config), _load(self.task)
+
+
+def _load(obj: Any) -> Any:
+    if isinstance(obj, str):
+        module, _, attr = obj.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return obj
+
+
+_PACKS = "data/pack_hdf5"
+
+# params.yaml section (= DVC stage) -> its task, with the same inputs as its dvc.yaml entry.
+TARGETS: dict[str, SweepTarget] = {
+    "finetune_eat": SweepTarget(
+        config="audiopipe.config:FinetuneEatConfig",
+        task="audiopipe.training.finetune_eat:finetune_eat",
+        inputs={"clips_dir": _PACKS, "pretrained": "data/pretrain_eat/eat.pt"},
+        outputs={"checkpoint": "eat_tagger.pt"},
+    ),
+    "distill_mobilenet": SweepTarget(
+        config="audiopipe.config:DistillMobilenetConfig",
+        task="audiopipe.training.distill:distill_mobilenet",
+        inputs={"clips_dir": _PACKS, "teacher_h5": "data/predict_teacher/predictions.h5"},
+        outputs={"checkpoint": "student.pt"},
+    ),
+    "distill_mobilenet_nokd": SweepTarget(
+        config="audiopipe.config:DistillMobilenetConfig",
+        task="audiopipe.training.distill:distill_mobilenet",
+        inputs={"clips_dir": _PACKS},
+        outputs={"checkpoint": "student.pt"},
+        fixed={"teacher_h5": None},
+    ),
+    "atst_stage1": SweepTarget(
+        config="audiopipe.config:AtstSedConfig",
+        task="audiopipe.training.finetune_sed:train_atst_sed",
+        inputs={"clips_dir": _PACKS, "encoder_checkpoint": "data/pretrain_eat/eat.pt"},
+        outputs={"checkpoint": "model.pt"},
+        fixed={"phase": 1, "init_checkpoint": None},
+    ),
+    "atst_stage2": SweepTarget(
+        config="audiopipe.config:AtstSedConfig",
+        task="audiopipe.training.finetune_sed:train_atst_sed",
+        inputs={"clips_dir": _PACKS, "encoder_checkpoint": "data/pretrain_eat/eat.pt",
+                "init_checkpoint": "data/atst_stage1/model.pt"},
+        outputs={"checkpoint": "model.pt"},
+        fixed={"phase": 2},
+    ),
+}
+
+
+def register_target(stage: str, target: SweepTarget) -> None:
+    """Add or replace a sweepable stage (tests register tiny fake tasks this way)."""
+    TARGETS[stage] = target
+
+
+def suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
+    """Draw one value per entry of `space`: {choices: [...]}, or {low, high[, log]} (int if both are ints)."""
+    values: dict[str, Any] = {}
+    for name, spec in space.items():
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"sweep space '{name}': expected a mapping, got {spec!r}")
+        if "choices" in spec:
+            if set(spec) != {"choices"} or not spec["choices"]:
+                raise ValueError(f"sweep space '{name}': use only a non-empty 'choices' list, got {dict(spec)}")
+            values[name] = trial.suggest_categorical(name, list(spec["choices"]))
+            continue
+        unknown = set(spec) - {"low", "high", "log"}
+        if unknown or not {"low", "high"} <= set(spec):
+            raise ValueError(f"sweep space '{name}': expected keys low, high[, log], got {sorted(spec)}")
+        low, high, use_log = spec["low"], spec["high"], bool(spec.get("log", False))
+        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
+            values[name] = trial.suggest_int(name, low, high, log=use_log)
+        else:
+            values[name] = trial.suggest_float(name, float(low), float(high), log=use_log)
+    return values
+
+
+def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
+    """`dataclasses.replace` dotted keys ("model.width") into a frozen config; unknown keys raise KeyError."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in names:
+            raise KeyError(f"sweep parameter '{key}' is not a field of {type(cfg).__name__} ({sorted(names)})")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[head] = value
+    for head, sub in nested.items():
+        flat[head] = apply_overrides(getattr(cfg, head), sub)
+    return dataclasses.replace(cfg, **flat)
+
+
+def make_pruner(cfg: SweepConfig, max_epochs: int | None = None) -> Any:
+    import optuna
+
+    if cfg.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+    if cfg.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs or "auto")
+    if cfg.pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"sweep.pruner must be median, hyperband or none, got {cfg.pruner!r}")
+
+
+def default_storage(out_dir: Path) -> str:
+    return f"sqlite:///{out_dir.resolve() / 'study.db'}"
+
+
+def init_study(storage: str, study_name: str, direction: str) -> None:
+    """Create the study (and its database) once, before several worker processes share it."""
+    import optuna
+
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be maximize or minimize, got {direction!r}")
+    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction, load_if_exists=True)
+    engine = getattr(study._storage, "engine", None)  # release SQLite handles before others open the file
+    if engine is not None:
+        engine.dispose()
+
+
+def dvc_exp_command(stage: str, params: Mapping[str, Any]) -> str:
+    """`dvc exp run -S stage.key=value ...` applying `params` to section `stage`."""
+    def text(value: Any) -> str:  # `-S` values are parsed as YAML; JSON scalars and lists are valid YAML
+        return value if isinstance(value, str) else json.dumps(value)
+
+    sets = " ".join(f"-S '{stage}.{key}={text(value)}'" for key, value in sorted(params.items()))
+    return f"dvc exp run {sets}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSummary:
+    study_name: str
+    storage: str
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_value: float
+    best_params: dict[str, Any]
+    best_params_file: Path
+    command: str
+
+
+def run_sweep(
+    stage: str,
+    base_cfg: Any,
+    sweep_cfg: SweepConfig,
+    *,
+    n_trials: int,
+    out_dir: Path,
+    root: Path = Path("."),
+    storage: str | None = None,
+    study_name: str | None = None,
+    tracking_enabled: bool = True,
+    experiment: str = "audiopipe",
+    tracking_uri: str | None = None,
+) -> SweepSummary:
+    """Run `n_trials` more trials of the study for `stage` in this process and write best_params.yaml."""
+    import optuna
+
+    if stage not in TARGETS:
+        raise KeyError(f"stage '{stage}' is not sweepable; sweepable stages: {sorted(TARGETS)}")
+    if stage not in sweep_cfg.stages:
+        raise KeyError(f"params.yaml has no sweep.stages.{stage}; declared: {sorted(sweep_cfg.stages)}")
+    space_cfg: SweepStageConfig = sweep_cfg.stages[stage]
+    target = TARGETS[stage]
+    _, task = target.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out_dir)
+    study_name = study_name or stage
+    init_study(storage, study_name, space_cfg.direction)
+    epochs_spec = space_cfg.space.get("epochs", {})
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=sweep_cfg.seed),
+        pruner=make_pruner(sweep_cfg, epochs_spec.get("high") if isinstance(epochs_spec, Mapping) else None),
+    )
+    metric = space_cfg.metric
+
+    def objective(trial: optuna.Trial) -> float:
+        cfg = apply_overrides(base_cfg, suggest(trial, space_cfg.space))
+        trial_dir = out_dir / f"trial-{trial.number}"
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Any] = dict(target.fixed)
+        paths.update({key: root / value for key, value in target.inputs.items()})
+        paths.update({key: trial_dir / value for key, value in target.outputs.items()})
+
+        def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
+            if metric not in metrics:
+                raise KeyError(f"task reported {sorted(metrics)} but the sweep metric is '{metric}'")
+            trial.report(float(metrics[metric]), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: {metric}={metrics[metric]:.4g}")
+
+        pruned: optuna.TrialPruned | None = None
+        with stage_run(f"trial-{trial.number}", params=cfg, enabled=tracking_enabled, experiment=experiment,
+                       tracking_uri=tracking_uri) as run:
+            run.set_tag("optuna.study", study_name)
+            run.set_tag("optuna.trial", trial.number)
+            if run.run_id:
+                trial.set_user_attr("mlflow_run_id", run.run_id)
+            try:
+                result = task(cfg, **paths, tracker=run, on_epoch_end=on_epoch_end)
+            except optuna.TrialPruned as exc:
+                run.set_tag("optuna.state", "PRUNED")
+                pruned = exc
+        if pruned is not None:
+            raise pruned
+        if metric not in result.metrics:
+            raise KeyError(f"task result has {sorted(result.metrics)} but the sweep metric is '{metric}'")
+        value = float(result.metrics[metric])
+        if math.isnan(value):
+            raise ValueError(f"{metric} is NaN")
+        return value
+
+    with stage_run(f"sweep-{stage}", params={"n_trials": n_trials, "study": study_name, "storage": storage},
+                   enabled=tracking_enabled, experiment=experiment, tracking_uri=tracking_uri) as parent:
+        parent.set_tag("optuna.study", study_name)
+        study.optimize(objective, n_trials=n_trials, catch=(Exception,))
+        summary = write_best(study, stage, out_dir, storage)
+        parent.log_metrics({f"best/{metric}": summary.best_value})
+        parent.log_artifact(summary.best_params_file)
+    return summary
+
+
+def write_best(study: Any, stage: str, out_dir: Path, storage: str) -> SweepSummary:
+    """Write `<out_dir>/best_params.yaml` from the study's best COMPLETE trial; raise if none completed."""
+    import optuna
+
+    states = [t.state for t in study.trials]
+    count = {s: states.count(s) for s in optuna.trial.TrialState}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+        reason = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
+        raise RuntimeError(f"no trial of study '{study.study_name}' completed ({dict(count)}); last failure: {reason}")
+    best = study.best_trial
+    command = dvc_exp_command(stage, best.params)
+    path = out_dir / "best_params.yaml"
+    doc = {"stage": stage, "study": study.study_name, "storage": storage, "trial": best.number,
+           "value": best.value, "params": {stage: dict(best.params)}, "apply": command}
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(path)
+    return SweepSummary(
+        study_name=study.study_name, storage=storage,
+        n_complete=len(complete), n_pruned=count[optuna.trial.TrialState.PRUNED],
+        n_failed=count[optuna.trial.TrialState.FAIL], best_value=float(best.value),
+        best_params=dict(best.params), best_params_file=path, command=command,
+    )

@@ -1,0 +1,56 @@
+"""Training curves as CSV files that DVC plots, MLflow and the evaluation report all read.
+
+`write_curves(out_dir, history)` writes `train_curve.csv` (one row per optimizer step) and
+`valid_curve.csv` (one row per epoch) with a header of metric names; missing values are left empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from audiopipe.training.loop import History
+
+TRAIN_CURVE = "train_curve.csv"
+VALID_CURVE = "valid_curve.csv"
+
+
+def _write_csv_atomic(path: Path, rows: list[Mapping[str, Any]], first: str) -> None:
+    columns = [first] + sorted({key for row in rows for key in row} - {first})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: row.get(key, "") for key in columns})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def write_curves(out_dir: Path, history: History | Mapping[str, Iterable[Mapping[str, Any]]]) -> list[Path]:
+    """Write the per-step and per-epoch curves of a `History` (or {"steps": [...], "epochs": [...]})."""
+    steps = list(history.steps if isinstance(history, History) else history.get("steps", []))
+    epochs = list(history.epochs if isinstance(history, History) else history.get("epochs", []))
+    written = []
+    for name, rows, first in ((TRAIN_CURVE, steps, "step"), (VALID_CURVE, epochs, "epoch")):
+        _write_csv_atomic(Path(out_dir) / name, rows, first)
+        written.append(Path(out_dir) / name)
+    return written
+
+
+def read_curve(path: Path) -> dict[str, list[float]]:
+    """Columns of a curve CSV as float lists (empty cells become NaN); {} when the file is missing."""
+    if not path.is_file():
+        return {}
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {key: [float(row[key]) if row[key] not in ("", None) else float("nan") for row in rows] for key in rows[0]}

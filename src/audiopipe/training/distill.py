@@ -1,0 +1,209 @@
+"""Task `distill_mobilenet`: train a MobileNetV3 student on packed clips and teacher logits (spec §4).
+
+Reads `<clips_dir>/<train_split>.h5` and `<valid_split>.h5` (ClipReader packs) and, when
+`kd_lambda < 1`, the teacher predictions file (`audiopipe.data.predictions`) whose rows are matched
+to the pack by clip id. Writes the best-validation-mAP student to `checkpoint` in the final-model
+format (`builder="mn_tagger"`, rebuildable with `audiopipe.models.load_model`) and returns a
+`TaskResult` with the best epoch's metrics (`valid/mAP`, `valid/roc_auc`, `valid/d_prime`,
+`valid/loss`, plus `teacher/valid_mAP` when the teacher file has the validation split).
+
+Training step (EfficientAT ex_audioset.py order): waveform gain and circular roll → mel front end in
+train mode (fmin/fmax jitter, optional masks) → spectrogram mixup with per-example λ ≥ 0.5 and a
+random partner → student → `kd_loss_terms` with the teacher probabilities mixed the same way.
+Deliberate deviations: the LR schedule is linear warm-up + linear decay per optimizer step (not the
+per-epoch exp-warm-up/plateau/ramp-down), and a clip without a teacher row is an error instead of a
+silently zeroed KD term.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from audiopipe.audio.augment import mix, mixup_params, random_gain, time_roll
+from audiopipe.config import DistillMobilenetConfig
+from audiopipe.data.datasets import ClipDataset
+from audiopipe.data.predictions import PredictionsError, read_attrs, read_predictions
+from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
+from audiopipe.metrics.tagging import tagging_metrics
+from audiopipe.models import build_model
+from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
+from audiopipe.training.samplers import WeightedEpochSampler
+from audiopipe.training.schedulers import warmup_linear
+
+log = logging.getLogger(__name__)
+
+BUILDER = "mn_tagger"
+
+
+class _StudentStep(nn.Module):
+    """Training view of the tagger: waveform → mel → mixup → net, so DDP sees one forward call."""
+
+    def __init__(self, tagger: nn.Module) -> None:
+        super().__init__()
+        self.tagger = tagger
+
+    def forward(self, audio: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+        mel = mix(self.tagger.mel(audio), lam, partner)
+        return self.tagger.net(mel)[0]
+
+
+def align_teacher(
+    teacher_h5: Path, split: str, clip_ids: list[str], class_names: list[str]
+) -> torch.Tensor:
+    """Teacher logits (N, C) in the order of `clip_ids`, matched by id.
+
+    Raises:
+        PredictionsError: missing file or split, different label list, duplicate ids, or clips of the
+            pack without a teacher row (and teacher rows for clips not in the pack).
+    """
+    ids, logits, _ = read_predictions(teacher_h5, split, expected_class_names=class_names)
+    row = {clip_id: i for i, clip_id in enumerate(ids)}
+    if len(row) != len(ids):
+        raise PredictionsError(f"{teacher_h5}: split '{split}' has duplicate clip ids")
+    missing = [c for c in clip_ids if c not in row]
+    extra = sorted(set(row) - set(clip_ids))
+    if missing or extra:
+        raise PredictionsError(
+            f"{teacher_h5}: split '{split}' is not aligned with the packed clips: {len(missing)} pack clip(s) "
+            f"without teacher logits (e.g. {missing[:3]}), {len(extra)} teacher row(s) for unknown clips "
+            f"(e.g. {extra[:3]}); rerun predict_teacher on this pack"
+        )
+    return torch.from_numpy(logits[[row[c] for c in clip_ids]])
+
+
+def sample_weights(targets: np.ndarray, offset: float) -> np.ndarray:
+    """EfficientAT balanced sampling: Σ over a clip's positive classes of 1000 / (class count + offset).
+
+    Clips without any positive label get the smallest positive weight so that they are still drawn.
+    """
+    class_weight = 1000.0 / (targets.sum(axis=0) + offset)
+    weights = (targets > 0.5).astype(np.float64) @ class_weight
+    floor = weights[weights > 0].min() if (weights > 0).any() else 1.0
+    return np.where(weights > 0, weights, floor)
+
+
+def _student_kwargs(cfg: DistillMobilenetConfig, n_classes: int, sample_rate: int) -> dict[str, Any]:
+    return {
+        "width_mult": cfg.width_mult, "n_classes": n_classes, "sample_rate": sample_rate,
+        "n_mels": cfg.n_mels, "hop_length": cfg.hop_length, "dropout": cfg.dropout,
+        "fmin_aug_range": cfg.fmin_aug_range, "fmax_aug_range": cfg.fmax_aug_range,
+        "freqm": cfg.freqm, "timem": cfg.timem,
+    }  # fmt: skip
+
+
+@torch.no_grad()
+def predict_logits(tagger: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, C), targets (N, C)) of a tagger in eval mode over a loader of ClipDataset batches."""
+    tagger.eval()
+    logits, targets = [], []
+    for batch in loader:
+        logits.append(tagger(batch["audio"].to(device)).float().cpu())
+        targets.append(batch["labels"])
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def _teacher_valid_map(teacher_h5: Path | None, split: str, valid: ClipDataset) -> dict[str, float]:
+    if teacher_h5 is None or split not in read_attrs(teacher_h5)["splits"]:  # type: ignore[operator]
+        return {}
+    logits = align_teacher(teacher_h5, split, valid.reader.clip_ids, valid.class_names).numpy()
+    return {"teacher/valid_mAP": tagging_metrics(valid.reader.all_targets, logits)["mAP"]}
+
+
+def distill_mobilenet(
+    cfg: DistillMobilenetConfig,
+    *,
+    clips_dir: Path,
+    teacher_h5: Path | None,
+    checkpoint: Path,
+    tracker: Any = None,
+    on_epoch_end: Any = None,
+) -> TaskResult:
+    """Train the student; see the module docstring. `teacher_h5` may be None only when `kd_lambda == 1`."""
+    train = ClipDataset(Path(clips_dir) / f"{cfg.train_split}.h5", duration_s=cfg.duration_s)
+    valid = ClipDataset(Path(clips_dir) / f"{cfg.valid_split}.h5", duration_s=cfg.duration_s)
+    if valid.class_names != train.class_names or valid.sample_rate != train.sample_rate:
+        raise ValueError(f"{clips_dir}: train and valid packs differ in labels or sample rate")
+    use_teacher = cfg.kd_lambda < 1.0
+    if use_teacher and teacher_h5 is None:
+        raise ValueError(f"kd_lambda={cfg.kd_lambda} < 1 needs teacher predictions (--teacher)")
+    teacher = align_teacher(Path(teacher_h5), cfg.train_split, train.reader.clip_ids, train.class_names) \
+        if use_teacher else None  # type: ignore[arg-type]
+
+    torch.manual_seed(cfg.seed)
+    kwargs = _student_kwargs(cfg, len(train.class_names), train.sample_rate)
+    tagger = build_model(BUILDER, **kwargs)
+    model = _StudentStep(tagger)
+    n_train = cfg.epoch_len or len(train)
+    sampler = (
+        WeightedEpochSampler(sample_weights(train.reader.all_targets, cfg.sampling_offset), n_train, cfg.seed)
+        if cfg.weighted_sampling else None
+    )
+    train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, sampler=sampler,
+                               num_workers=cfg.num_workers)
+    valid_loader = make_loader(valid, cfg.batch_size, shuffle=False, seed=cfg.seed, num_workers=cfg.num_workers)
+    steps_per_epoch = math.ceil(len(train_loader.sampler) / cfg.batch_size)  # type: ignore[arg-type]
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(tagger.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = warmup_linear(optimizer, warmup_steps=min(total_steps, round(cfg.warmup_epochs * steps_per_epoch)),
+                              total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
+
+    def step_fn(net: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        audio, labels = batch["audio"], batch["labels"]
+        if cfg.gain_db > 0:
+            audio = random_gain(audio, max_db=cfg.gain_db)
+        if cfg.roll_samples > 0:
+            audio = time_roll(audio, max_shift=cfg.roll_samples)
+        lam, partner = mixup_params(audio.shape[0], alpha=cfg.mixup_alpha, pairing="permute", per_example=True)
+        logits = net(audio, lam.to(device), partner.to(device))
+        probs = None
+        if teacher is not None:
+            rows = teacher[batch["index"].cpu()].to(device)
+            probs = mix(teacher_probabilities(rows, cfg.temperature), lam, partner)
+        return kd_loss_terms(logits, probs, mix(labels, lam, partner), cfg.kd_lambda)
+
+    best = BestTracker("max")
+    config = asdict(cfg)
+
+    def evaluate(net: nn.Module, epoch: int) -> dict[str, float]:
+        device = next(net.parameters()).device
+        logits, targets = predict_logits(net.tagger, valid_loader, device)
+        scores = tagging_metrics(targets, logits)
+        loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)).item()
+        metrics = {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"],
+                   "valid/d_prime": scores["d_prime"], "valid/loss": loss}
+        if best.update(scores["mAP"], epoch) or best.best_epoch < 0:  # NaN mAP: keep the latest
+            save_checkpoint(checkpoint, {
+                "builder": BUILDER, "builder_kwargs": kwargs, "model": net.tagger.state_dict(),
+                "class_names": list(train.class_names), "sample_rate": int(train.sample_rate),
+                "config": config, "metrics": {**metrics, "epoch": float(epoch)},
+            })
+        return metrics
+
+    on_metrics = (lambda m, s: tracker.log_metrics(m, step=s)) if tracker is not None else None
+    resume = checkpoint.with_name(f".{checkpoint.stem}.resume.pt")
+    key = json.dumps({"config": config, "train": train.reader.content_hash, "teacher": str(teacher_h5)},
+                     sort_keys=True)
+    history = fit(model, train_loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=cfg.device,
+                  amp=cfg.amp, evaluate=evaluate, on_metrics=on_metrics, on_epoch_end=on_epoch_end,
+                  extra_state={"best": best}, resume_path=resume, resume_key=key, seed=cfg.seed,
+                  desc="distill")
+    resume.unlink(missing_ok=True)
+    best_epoch = next((e for e in history.epochs if e["epoch"] == best.best_epoch), history.epochs[-1] if
+                      history.epochs else {})
+    metrics = {k: float(v) for k, v in best_epoch.items() if k.startswith("valid/")}
+    metrics["best_epoch"] = float(best.best_epoch)
+    metrics.update(_teacher_valid_map(Path(teacher_h5) if teacher_h5 else None, cfg.valid_split, valid))
+    log.info("distill_mobilenet: best valid/mAP %.4f at epoch %d", metrics.get("valid/mAP", math.nan), best.best_epoch)
+    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.epochs)

@@ -1,0 +1,237 @@
+"""Task `finetune_eat`: fine-tune an EAT tagger (CLS head, BCE) on the labelled packed clips (spec §4).
+
+Initialisation (`cfg.init`): `pretrained` = the student encoder of our `pretrain_eat` checkpoint
+(`pretrained`, its preset is taken from the file), `official` = an official fairseq/HF EAT checkpoint at
+`cfg.official_checkpoint` (encoder only, preset from `cfg.preset`), `random` = fresh init of `cfg.preset`
+(the control for "does pre-training help").
+
+Training-only augmentation, in EAT's order (§4.2): waveform roll + Beta magnitude (`roll_mag`), optional
+random gain, fbank, batch mixup of fbank and targets (reversed-batch pairing), one frequency and one time
+mask per example. AdamW with layer-wise LR decay, warm-up + cosine, BCE normalised by the positives.
+
+After each epoch: `valid/mAP` (macro AP over classes with positives), `valid/roc_auc`, `valid/loss`. The
+best epoch by `valid/mAP` is written to `checkpoint` (final-model payload, builder `eat_tagger`). The
+metrics also hold `valid/mAP_prior`, the class-prior baseline (every clip scored with the training label
+frequencies), which a useful tagger must beat.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
+
+from audiopipe.audio.augment import mixup, random_gain, random_scale, spec_mask, time_roll
+from audiopipe.config import FinetuneEatConfig, to_dict
+from audiopipe.data.datasets import ClipDataset
+from audiopipe.metrics.tagging import tagging_metrics
+from audiopipe.models import build_model
+from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
+from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
+from audiopipe.training.pretrain import open_splits
+from audiopipe.training.schedulers import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+INITS = ("pretrained", "official", "random")
+
+
+class AugmentedTagger(nn.Module):
+    """Training wrapper: `(audio (B, T), labels (B, C)) -> (logits (B, C), mixed labels (B, C))`.
+
+    Augments only in training mode; in eval mode it is the plain tagger. Wrapping (instead of augmenting
+    in the step function) keeps the whole forward inside one module, which DDP needs.
+    """
+
+    def __init__(self, tagger: EATTagger, *, mixup_alpha: float, mixup_prob: float, mask_ratio: float,
+                 roll_mag: bool, gain_db: float) -> None:
+        super().__init__()
+        self.tagger = tagger
+        self.mixup_alpha, self.mixup_prob, self.mask_ratio = mixup_alpha, mixup_prob, mask_ratio
+        self.roll_mag, self.gain_db = roll_mag, gain_db
+
+    def forward(self, audio: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training:
+            return self.tagger(audio), labels
+        if self.roll_mag:
+            audio = random_scale(time_roll(audio))
+        if self.gain_db > 0:
+            audio = random_gain(audio, max_db=self.gain_db)
+        with torch.autocast(audio.device.type, enabled=False):
+            spec = self.tagger.frontend(audio.float())  # (B, 1, T_f, 128)
+        spec, labels = mixup(spec, labels, alpha=self.mixup_alpha, prob=self.mixup_prob)
+        if self.mask_ratio > 0:
+            spec = spec_mask(spec, freq_width=spec.shape[-1] * self.mask_ratio,
+                             time_width=spec.shape[-2] * self.mask_ratio, freq_axis=-1, time_axis=-2)
+        return self.tagger.forward_spectrogram(spec), labels
+
+
+def bce_loss(logits: torch.Tensor, targets: torch.Tensor, normaliser: str) -> torch.Tensor:
+    """BCE-with-logits summed and divided by the positive labels (EAT AudioSet) or averaged ("mean")."""
+    if normaliser == "mean":
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    if normaliser == "positives":
+        total = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="sum")
+        return total / targets.float().sum().clamp(min=1.0)
+    raise ValueError(f"bce_normaliser must be 'positives' or 'mean', got {normaliser!r}")
+
+
+def _tagger_kwargs(cfg: FinetuneEatConfig, preset: str, n_classes: int, sample_rate: int) -> dict[str, Any]:
+    return {"size": preset, "n_classes": n_classes, "sample_rate": sample_rate,
+            "target_frames": cfg.target_frames, "drop_path_rate": cfg.drop_path}
+
+
+def _build_tagger(kwargs: dict[str, Any]) -> EATTagger:
+    tagger = build_model("eat_tagger", **kwargs)
+    assert isinstance(tagger, EATTagger)
+    return tagger
+
+
+def build_tagger(cfg: FinetuneEatConfig, pretrained: Path | None, n_classes: int,
+                 sample_rate: int) -> tuple[EATTagger, dict[str, Any]]:
+    """The tagger initialised as `cfg.init` says, and the kwargs that rebuild it (`builder_kwargs`)."""
+    if cfg.init not in INITS:
+        raise ValueError(f"finetune_eat.init must be one of {INITS}, got {cfg.init!r}")
+    if cfg.init == "pretrained":
+        if pretrained is None:
+            raise ValueError("finetune_eat.init is 'pretrained' but no pre-trained checkpoint was given")
+        payload = load_checkpoint(pretrained)
+        kwargs = _tagger_kwargs(cfg, payload["builder"], n_classes, sample_rate)
+        tagger = _build_tagger(kwargs)
+        load_state_dict_strict(tagger.encoder, payload["model"], source=str(pretrained))
+        return tagger, kwargs
+    kwargs = _tagger_kwargs(cfg, cfg.preset, n_classes, sample_rate)
+    tagger = _build_tagger(kwargs)
+    if cfg.init == "official":
+        if not cfg.official_checkpoint:
+            raise ValueError("finetune_eat.init is 'official' but official_checkpoint is null")
+        from audiopipe.models.eat.checkpoint import load_official
+
+        load_official(tagger.encoder, cfg.official_checkpoint)  # encoder only: our class list differs
+    return tagger, kwargs
+
+
+@torch.no_grad()
+def predict_logits(tagger: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """`(logits (N, C), targets (N, C))` of every clip in `loader`, in loader order."""
+    tagger.eval()
+    logits, targets = [], []
+    for batch in loader:
+        logits.append(tagger(batch["audio"].to(device)).float().cpu())
+        targets.append(batch["labels"])
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def prior_baseline(train_targets: np.ndarray, valid_targets: np.ndarray) -> dict[str, float]:
+    """Tagging metrics of the class-prior baseline: every clip scored with the training label frequencies."""
+    prior = train_targets.mean(axis=0, keepdims=True)  # (1, C)
+    return tagging_metrics(valid_targets, np.repeat(prior, valid_targets.shape[0], axis=0))
+
+
+def _all_targets(datasets: list[ClipDataset]) -> np.ndarray:
+    return np.concatenate([ds.reader.all_targets for ds in datasets])
+
+
+def finetune_eat(
+    cfg: FinetuneEatConfig,
+    *,
+    clips_dir: Path,
+    pretrained: Path | None,
+    checkpoint: Path,
+    tracker: Any = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> TaskResult:
+    """Fine-tune, keep the best epoch by `valid/mAP`, return its metrics plus the prior baseline."""
+    torch.manual_seed(cfg.seed)
+    clips_dir = Path(clips_dir)
+    train_sets = open_splits(clips_dir, cfg.train_splits, cfg.clip_seconds)
+    valid_set = open_splits(clips_dir, [cfg.valid_split], cfg.clip_seconds)[0]
+    class_names, sample_rate = train_sets[0].class_names, train_sets[0].sample_rate
+    if valid_set.class_names != class_names or valid_set.sample_rate != sample_rate:
+        raise ValueError(f"{valid_set.reader.path}: class list or sample rate differs from the training splits")
+    train = ConcatDataset(train_sets)
+    drop_last = len(train) >= cfg.batch_size
+    loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
+                         drop_last=drop_last)
+    valid_loader = DataLoader(valid_set, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers)
+
+    tagger, builder_kwargs = build_tagger(cfg, Path(pretrained) if pretrained else None, len(class_names), sample_rate)
+    model = AugmentedTagger(tagger, mixup_alpha=cfg.mixup_alpha, mixup_prob=cfg.mixup_prob, mask_ratio=cfg.mask_ratio,
+                            roll_mag=cfg.roll_mag, gain_db=cfg.gain_db)
+    groups = param_groups_layer_decay(model, lr=cfg.lr, layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, weight_decay=cfg.weight_decay)
+    steps = len(train) // cfg.batch_size if drop_last else math.ceil(len(train) / cfg.batch_size)
+    total = max(1, cfg.epochs * steps)
+    scheduler = warmup_cosine(optimizer, warmup_steps=min(total, round(cfg.warmup_fraction * total)),
+                              total_steps=total, min_ratio=cfg.min_lr_ratio)
+    prior = prior_baseline(_all_targets(train_sets), _all_targets([valid_set]))
+    log.info("finetune_eat: init=%s, %d train / %d valid clips, %d steps, prior-baseline mAP %.4f",
+             cfg.init, len(train), len(valid_set), total, prior["mAP"])
+
+    best = BestTracker("max")
+    best_metrics: dict[str, float] = {}
+
+    def step_fn(m: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        logits, targets = m(batch["audio"], batch["labels"])
+        return {"loss": bce_loss(logits, targets, cfg.bce_normaliser)}
+
+    def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
+        device = next(m.parameters()).device
+        logits, targets = predict_logits(m.tagger, valid_loader, device)  # type: ignore[union-attr, arg-type]
+        scores = tagging_metrics(targets, logits)
+        metrics = {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"], "valid/loss": float(
+            F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)))}
+        if best.update(metrics["valid/mAP"], epoch):
+            best_metrics.clear()
+            best_metrics.update(metrics)
+            _save(checkpoint, m.tagger, builder_kwargs, class_names, sample_rate, cfg,  # type: ignore[arg-type]
+                  {**metrics, "valid/mAP_prior": prior["mAP"], "best_epoch": float(epoch)})
+        return metrics
+
+    def on_metrics(metrics: dict[str, float], step: int) -> None:
+        if tracker is not None:
+            tracker.log_metrics(metrics, step)
+
+    history = fit(
+        model, loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=cfg.device, amp=cfg.amp,
+        evaluate=evaluate, on_metrics=on_metrics, on_epoch_end=on_epoch_end, extra_state={"best": best},
+        resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"), resume_key=repr(to_dict(cfg)),
+        seed=cfg.seed, desc="finetune_eat",
+    )
+    if not checkpoint.is_file():  # e.g. every epoch gave NaN mAP: keep the last weights rather than nothing
+        _save(checkpoint, tagger, builder_kwargs, class_names, sample_rate, cfg, {"valid/mAP_prior": prior["mAP"]})
+    last = history.epochs[-1] if history.epochs else {}
+    metrics = {
+        "valid/mAP": best.best if best.best is not None else math.nan,
+        "valid/roc_auc": best_metrics.get("valid/roc_auc", math.nan),
+        "valid/mAP_last": float(last.get("valid/mAP", math.nan)),
+        "valid/mAP_prior": prior["mAP"],
+        "valid/roc_auc_prior": prior["roc_auc"],
+        "best_epoch": float(best.best_epoch),
+        "train/loss_last": history.steps[-1]["train/loss"] if history.steps else math.nan,
+        "train/steps": float(len(history.steps)),
+    }
+    checkpoint.with_name(checkpoint.stem + ".resume.pt").unlink(missing_ok=True)
+    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)
+
+
+def _save(path: Path, tagger: EATTagger, builder_kwargs: dict[str, Any], class_names: list[str], sample_rate: int,
+          cfg: FinetuneEatConfig, metrics: dict[str, float]) -> None:
+    save_checkpoint(path, {
+        "builder": "eat_tagger",
+        "builder_kwargs": builder_kwargs,
+        "model": {k: v.detach().cpu() for k, v in tagger.state_dict().items()},
+        "class_names": list(class_names),
+        "sample_rate": sample_rate,
+        "config": to_dict(cfg),
+        "metrics": metrics,
+    })

@@ -1,0 +1,319 @@
+"""ATST-SED two-phase semi-supervised training (spec atst_sed.md §5-§8): one code path, `phase=1|2`.
+
+Reads `<clips_dir>/{train,weak,unlabelled,valid,test}.h5` (the splits named in `cfg.train_splits`, in the
+order of `cfg.batch_sizes`); writes the final checkpoint (best epoch by teacher PSDS1 + PSDS2 on valid),
+`psd_roc.csv` / `psd_roc.png` (test PSD-ROC of student and mean teacher) next to it.
+
+Phase 1: build the fused model (`cfg.model`, encoder weights from `encoder_checkpoint`), encoder frozen,
+CRNN + heads trained. Phase 2: rebuild the phase-1 model from `init_checkpoint` (student and mean teacher),
+encoder unfrozen with layer-wise decayed LRs. Both: mean-teacher consistency (EMA of the student) with the
+exponential ramp-up, strong BCE on strong clips, weak BCE on strong + weak clips, mixup per subset group,
+frame shift, time/frequency masking of the student's SED mel, LR warm-up (then cosine to 10 % if
+`cfg.cos_down`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from audiopipe.audio.augment import mix, mixup_params, spec_mask
+from audiopipe.config import AtstSedConfig
+from audiopipe.data.datasets import ClipDataset
+from audiopipe.data.hdf5 import ClipReader
+from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader, subset_masks
+from audiopipe.losses.sed import consistency_mse, consistency_weight, rampup_weight, strong_bce, weak_bce
+from audiopipe.models import build_model
+from audiopipe.models.sed import SEDModel
+from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from audiopipe.training.distributed import resolve_device
+from audiopipe.training.ema import EMA
+from audiopipe.training.loop import BestTracker, TaskResult, fit
+
+log = logging.getLogger(__name__)
+
+
+def _build(cfg: AtstSedConfig, phase: int, encoder_checkpoint: Path | None, init_checkpoint: Path | None,
+           n_classes: int) -> tuple[SEDModel, dict[str, Any] | None]:
+    if phase == 1:
+        kwargs: dict[str, Any] = {"n_classes": n_classes, **cfg.crnn_kwargs}
+        if cfg.model != "sed_crnn":
+            kwargs.update(encoder_preset=cfg.encoder_preset, encoder_kwargs=dict(cfg.encoder_kwargs),
+                          encoder_checkpoint=encoder_checkpoint)
+        return build_model(cfg.model, **kwargs), None  # type: ignore[return-value]
+    assert init_checkpoint is not None  # checked by train_atst_sed
+    payload = load_checkpoint(init_checkpoint)
+    model = build_model(payload["builder"], **payload["builder_kwargs"])
+    load_state_dict_strict(model, payload["model"], source=str(init_checkpoint))
+    return model, payload  # type: ignore[return-value]
+
+
+def _frame_shift(audio: torch.Tensor, strong: torch.Tensor, max_frames: int, samples_per_frame: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Roll each clip and its frame targets by the same whole number of output frames."""
+    if max_frames <= 0:
+        return audio, strong
+    shifts = torch.randint(-max_frames, max_frames + 1, (audio.shape[0],), generator=generator).tolist()
+    audio = torch.stack([torch.roll(a, s * samples_per_frame) for a, s in zip(audio, shifts)])
+    strong = torch.stack([torch.roll(y, s, dims=-1) for y, s in zip(strong, shifts)])
+    return audio, strong
+
+
+def _mixup_groups(audio: torch.Tensor, strong: torch.Tensor, weak: torch.Tensor, subset: torch.Tensor,
+                  cfg: AtstSedConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Mixup within each subset group (one draw per group, soft targets clamped to [0, 1])."""
+    audio, strong, weak = audio.clone(), strong.clone(), weak.clone()
+    if torch.rand(1, generator=generator).item() >= cfg.mixup_prob:
+        return audio, strong, weak
+    for kind in subset.unique().tolist():
+        idx = torch.nonzero(subset == kind).flatten()
+        if idx.numel() < 2:
+            continue
+        lam, partner = mixup_params(idx.numel(), alpha=cfg.mixup_alpha, pairing="permute", generator=generator)
+        for tensor in (audio, strong, weak):
+            tensor[idx] = mix(tensor[idx], lam, partner).clamp(-1.0 if tensor is audio else 0.0, 1.0)
+    return audio, strong, weak
+
+
+class _SEDStep:
+    """step_fn for `fit`: augmentation, student/teacher forward passes and the semi-supervised loss."""
+
+    def __init__(self, cfg: AtstSedConfig, phase: int, teacher: EMA, generator: torch.Generator,
+                 rampup_steps: int) -> None:
+        self.cfg, self.phase, self.teacher, self.generator = cfg, phase, teacher, generator
+        self.rampup_steps = rampup_steps
+        self.step = 0  # optimizer steps taken (fit's on_optimizer_step keeps it current)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        cfg, raw = self.cfg, getattr(model, "module", model)
+        samples_per_frame = int(round(raw.sample_rate / raw.frame_rate_hz))
+        audio, strong = _frame_shift(batch["audio"], batch["strong"], cfg.frame_shift_max_frames,
+                                     samples_per_frame, self.generator)
+        audio, strong, weak = _mixup_groups(audio, strong, batch["weak"], batch["subset"], cfg, self.generator)
+        mel = raw.mel_spec(audio)  # (B, F, T) normalised SED mel; the front end has no parameters
+        student_mel = mel
+        if cfg.mask_time_frames > 0 or cfg.mask_freq_bins > 0:
+            student_mel = spec_mask(mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames,
+                                    generator=self.generator)
+        encoder = raw.encoder
+        frames = None if encoder is None else encoder.frame_features(audio)
+        s_strong, s_weak = raw.forward_features(student_mel, frames)
+        with torch.no_grad():
+            teacher = self.teacher.module.train()  # teacher BN/dropout in train mode (spec §4.4)
+            t_frames = frames
+            if encoder is not None and self.phase == 2:
+                t_frames = teacher.encoder.frame_features(audio)
+            t_strong, t_weak = teacher.forward_features(mel, None if t_frames is None else t_frames.detach())
+        masks = subset_masks(batch["subset"])
+        loss_strong = strong_bce(s_strong, strong, masks["strong"])
+        loss_weak = weak_bce(s_weak, weak, masks["weak"])
+        weight = consistency_weight(self.step + 1, rampup_steps=self.rampup_steps, const_max=cfg.const_max)
+        loss_con = consistency_mse(s_strong, s_weak, t_strong, t_weak, weak_weight=cfg.weak_loss_weight)
+        loss = loss_strong + cfg.weak_loss_weight * loss_weak + weight * loss_con
+        return {"loss": loss, "strong_bce": loss_strong.detach(), "weak_bce": loss_weak.detach(),
+                "consistency": loss_con.detach(), "consistency_weight": torch.tensor(weight)}
+
+
+def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float) -> list[SEDClipDataset]:
+    return [SEDClipDataset(clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, n_frames=n_frames,
+                           frame_rate_hz=frame_rate) for split in cfg.train_splits]
+
+
+def _output_frames(model: SEDModel, cfg: AtstSedConfig) -> int:
+    with torch.no_grad():
+        strong, _ = model.eval()(torch.zeros(1, int(round(cfg.clip_duration_s * model.sample_rate))))
+    return int(strong.shape[-1])
+
+
+def train_atst_sed(
+    cfg: AtstSedConfig,
+    *,
+    phase: int,
+    clips_dir: Path,
+    encoder_checkpoint: Path | None,
+    init_checkpoint: Path | None,
+    checkpoint: Path,
+    tracker: Any = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> TaskResult:
+    """Train one ATST-SED phase; returns valid/test metrics of student and mean teacher (see module doc)."""
+    if phase not in (1, 2):
+        raise ValueError(f"phase must be 1 or 2, got {phase}")
+    if phase == 2 and init_checkpoint is None:
+        raise ValueError("phase 2 starts from phase 1's checkpoint: pass init_checkpoint")
+    torch.manual_seed(cfg.seed)
+    clips_dir, checkpoint = Path(clips_dir), Path(checkpoint)
+    class_names = list(ClipReader(clips_dir / f"{cfg.train_splits[0]}.h5").class_names)
+    model, init_payload = _build(cfg, phase, encoder_checkpoint, init_checkpoint, len(class_names))
+    if model.encoder is not None:
+        model.freeze_encoder(phase == 1)
+    device = resolve_device(cfg.device)
+    teacher = EMA(model, decay=cfg.ema_decay)
+    if init_payload is not None and "mean_teacher" in init_payload:
+        load_state_dict_strict(teacher.module, init_payload["mean_teacher"], source=f"{init_checkpoint} (mean_teacher)")
+    n_frames = _output_frames(model, cfg)
+    model.to(device), teacher.to(device)
+    loader = make_mixed_loader(_datasets(cfg, clips_dir, n_frames, model.frame_rate_hz), cfg.batch_sizes,
+                               seed=cfg.seed, num_workers=cfg.num_workers)
+    steps_per_epoch = len(loader)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    rampup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    optimizer = torch.optim.Adam(param_groups(model, cfg, phase), betas=(0.9, 0.999), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s + 1, rampup_steps=rampup_steps, total_steps=total_steps, cos_down=cfg.cos_down))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step_fn = _SEDStep(cfg, phase, teacher, generator, rampup_steps)
+    windows = median_windows(cfg.median_window, len(class_names))
+
+    def on_step(step: int) -> None:
+        step_fn.step = step
+        decay = min(1.0 - 1.0 / (step + 1), cfg.ema_decay) if cfg.ema_warm_start else cfg.ema_decay
+        teacher.update(model, decay=decay)
+
+    best = BestTracker("max")
+    best_states: dict[str, Any] = {}
+
+    def evaluate(net: nn.Module, epoch: int) -> dict[str, float]:
+        last = epoch + 1 == cfg.epochs
+        if not last and (epoch + 1) % cfg.val_every:
+            return {}
+        metrics: dict[str, float] = {}
+        for name, module in (("student", net), ("teacher", teacher.module)):
+            result = evaluate_split(module, clips_dir / "valid.h5", cfg, windows, operating_points=False)
+            metrics.update({f"valid/{name}_{k}": v for k, v in result.metrics.items()})
+        metrics["valid/obj_metric"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
+        if best.update(metrics["valid/obj_metric"], epoch) or not best_states:
+            best_states.update(student=copy.deepcopy(net.state_dict()), teacher=copy.deepcopy(teacher.module.state_dict()))
+        return metrics
+
+    def on_metrics(metrics: dict[str, float], step: int) -> None:
+        if tracker is not None:
+            tracker.log_metrics(metrics, step)
+
+    history = fit(model, loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=device,
+                  evaluate=evaluate, on_metrics=on_metrics, on_optimizer_step=on_step, on_epoch_end=on_epoch_end,
+                  extra_state={"mean_teacher": teacher, "best": best}, seed=cfg.seed, desc=f"atst_stage{phase}",
+                  progress=cfg.progress)
+    if best_states:
+        model.load_state_dict(best_states["student"])
+        teacher.module.load_state_dict(best_states["teacher"])
+    metrics = _final_metrics(model, teacher.module, clips_dir, cfg, windows, checkpoint.parent)
+    metrics.update({"train/steps_per_epoch": float(steps_per_epoch), "train/best_epoch": float(best.best_epoch)})
+    save_checkpoint(checkpoint, {
+        "builder": cfg.model if init_payload is None else init_payload["builder"],
+        "builder_kwargs": {**model.builder_kwargs, "freeze_encoder": False},
+        "model": model.state_dict(), "mean_teacher": teacher.module.state_dict(),
+        "class_names": class_names, "sample_rate": int(model.sample_rate),
+        "config": {**dataclasses.asdict(cfg), "phase": phase}, "metrics": metrics,
+        "postprocessing": {"median_windows": windows, "frame_rate_hz": float(model.frame_rate_hz),
+                           "clip_duration_s": cfg.clip_duration_s},
+    })
+    if tracker is not None:
+        tracker.log_metrics(metrics, history.steps[-1]["step"] if history.steps else 0)
+    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.epochs)
+
+
+def _final_metrics(student: nn.Module, teacher: nn.Module, clips_dir: Path, cfg: AtstSedConfig,
+                   windows: list[int], out_dir: Path) -> dict[str, float]:
+    """valid and test metrics of both models; the test PSD-ROC curves go to `out_dir/psd_roc.{csv,png}`."""
+    from audiopipe.metrics.sed import plot_roc, write_roc_csv
+
+    metrics: dict[str, float] = {}
+    rocs = {}
+    for split in ("valid", "test"):
+        for name, module in (("student", student), ("teacher", teacher)):
+            ops = cfg.operating_point_psds and split == "test"
+            result = evaluate_split(module.eval(), clips_dir / f"{split}.h5", cfg, windows, operating_points=ops)
+            metrics.update({f"{split}/{name}_{k}": v for k, v in result.metrics.items()})
+            if split == "test":
+                rocs.update({f"{name}_{k}": roc for k, roc in result.rocs.items()})
+    write_roc_csv(out_dir / "psd_roc.csv", rocs)
+    plot_roc(out_dir / "psd_roc.png", rocs, title="test PSD-ROC")
+    return metrics
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def _encoder_depth(name: str, n_blocks: int) -> int:
+    """Layer-wise LR decay index counted from the top: final norm 0, last block 1, ..., embeddings n + 1."""
+    found = re.search(r"blocks\.(\d+)\.", name)
+    if found:
+        return n_blocks - int(found.group(1))
+    return 0 if "norm" in name and "norm_pre" not in name else n_blocks + 1
+
+
+def param_groups(model: SEDModel, cfg: AtstSedConfig, phase: int) -> list[dict[str, Any]]:
+    """Adam groups (spec §6.4): `cnn.*` at lr_cnn; GRU, cat_tf and heads at lr_rnn; in phase 2 each encoder
+    layer at lr_encoder * encoder_lr_scale ** depth (depth 0 = final norm, counting down to the embeddings)."""
+    cnn = [p for n, p in model.named_parameters() if n.startswith("cnn.")]
+    enc_prefix = f"{model.encoder_name}." if model.encoder_name else None
+    rnn = [p for n, p in model.named_parameters()
+           if not n.startswith("cnn.") and not (enc_prefix and n.startswith(enc_prefix))]
+    groups = [{"params": cnn, "lr": cfg.lr_cnn, "name": "cnn"}, {"params": rnn, "lr": cfg.lr_rnn, "name": "rnn"}]
+    if phase == 2 and model.encoder is not None:
+        named = list(model.encoder.named_parameters())
+        n_blocks = 1 + max((int(m.group(1)) for n, _ in named if (m := re.search(r"blocks\.(\d+)\.", n))), default=-1)
+        by_depth: dict[int, list[nn.Parameter]] = {}
+        for name, param in named:
+            by_depth.setdefault(_encoder_depth(name, n_blocks), []).append(param)
+        groups += [{"params": ps, "lr": cfg.lr_encoder * cfg.encoder_lr_scale**d, "name": f"encoder_{d}"}
+                   for d, ps in sorted(by_depth.items())]
+    return groups
+
+
+def lr_factor(step: int, *, rampup_steps: int, total_steps: int, cos_down: bool) -> float:
+    """ATST-SED LR multiplier at optimizer step `step` (from 1): exp ramp-up, then constant or cosine to 10 %."""
+    if step < rampup_steps or not cos_down:
+        return rampup_weight(step, rampup_steps)
+    progress = min(1.0, (step - rampup_steps) / max(1, total_steps - rampup_steps))
+    return 0.1 + 0.9 * (1.0 + math.cos(math.pi * progress)) / 2.0
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def median_windows(window: Sequence[int], n_classes: int) -> list[int]:
+    """Per-class median filter lengths; a single value applies to every class."""
+    if len(window) == 1:
+        return [int(window[0])] * n_classes
+    if len(window) != n_classes:
+        raise ValueError(f"median_window has {len(window)} entries for {n_classes} classes")
+    return [int(w) for w in window]
+
+
+@torch.no_grad()
+def predict_strong(model: nn.Module, h5_path: Path, *, duration_s: float, batch_size: int) -> tuple[dict, Any]:
+    """Frame probabilities {clip_id: (C, T') numpy} of every clip of a pack, and the pack's reader."""
+    dataset = ClipDataset(h5_path, duration_s=duration_s)
+    model.eval()
+    device = next(model.parameters()).device
+    scores = {}
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        strong, _ = model(torch.stack([it["audio"] for it in items]).to(device))
+        scores.update({it["clip_id"]: s.float().cpu().numpy() for it, s in zip(items, strong)})
+    return scores, dataset.reader
+
+
+def evaluate_split(model: nn.Module, h5_path: Path, cfg: AtstSedConfig, windows: list[int], *,
+                   operating_points: bool) -> Any:
+    """`audiopipe.metrics.sed.evaluate_sed` of `model` on one packed split with strong labels."""
+    from audiopipe.metrics.sed import evaluate_sed
+
+    scores, reader = predict_strong(model, h5_path, duration_s=cfg.clip_duration_s, batch_size=cfg.eval_batch_size)
+    names = reader.class_names
+    truth = {cid: [(on, off, names[c]) for on, off, c in reader.events(i)] for i, cid in enumerate(reader.clip_ids)}
+    durations = {cid: min(cfg.clip_duration_s, reader.num_samples(i) / reader.sample_rate)
+                 for i, cid in enumerate(reader.clip_ids)}
+    return evaluate_sed(scores, truth, durations, class_names=names, frame_rate_hz=float(model.frame_rate_hz),
+                        median_windows=windows, operating_points=operating_points)

@@ -1,0 +1,50 @@
+"""DVC stage `distill_mobilenet`: train a MobileNetV3 student on packed clips and teacher logits (KD).
+
+Reads the params section named by --section (`distill_mobilenet`, or `distill_mobilenet_nokd` for the
+kd_lambda = 1 baseline that needs no --teacher), the packed clips under --clips and the teacher
+predictions --teacher; writes --out/student.pt (best validation mAP) and --out/metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from audiopipe.audio.io import write_json_atomic
+from audiopipe.config import DistillMobilenetConfig, TrackingConfig, load_params
+from audiopipe.tracking import stage_run
+from audiopipe.training.distill import distill_mobilenet
+
+log = logging.getLogger(__name__)
+SECTIONS = ("distill_mobilenet", "distill_mobilenet_nokd")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="teacher predictions .h5 (predict_teacher); optional when kd_lambda is 1")
+    parser.add_argument("--out", type=Path, default=Path("data/distill_mobilenet"), help="output folder")
+    parser.add_argument("--section", choices=SECTIONS, default=SECTIONS[0], help="params.yaml section to use")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_params(args.section, DistillMobilenetConfig, args.params)
+    tracking = load_params("tracking", TrackingConfig, args.params)
+    teacher = args.teacher if cfg.kd_lambda < 1.0 else None  # the baseline never opens the teacher file
+    args.out.mkdir(parents=True, exist_ok=True)
+    with stage_run(args.section, params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+        result = distill_mobilenet(cfg, clips_dir=args.clips, teacher_h5=teacher,
+                                   checkpoint=args.out / "student.pt", tracker=run)
+        run.log_metrics(result.metrics, step=len(result.history))
+    write_json_atomic(args.out / "metrics.json", result.metrics)
+    log.info("%s: valid/mAP=%.4f, checkpoint %s", args.section, result.metrics["valid/mAP"], args.out / "student.pt")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,56 @@
+"""DVC stage `evaluate`: every final model on the test split → metrics.json, PNG plots and report.html.
+
+Reads the packs under --clips, the final checkpoints of finetune_eat, distill_mobilenet(_nokd),
+atst_stage1 and atst_stage2 (missing ones are reported as missing), their training curves, and the
+`evaluate` section of params.yaml; writes into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from audiopipe.audio.io import write_text_atomic
+from audiopipe.config import EvaluateConfig, TrackingConfig, load_params
+from audiopipe.evaluation.run import evaluate_pipeline, manifest_hash, metrics_json
+from audiopipe.tracking import stage_run
+from audiopipe.tracking.mlflow import git_commit
+
+log = logging.getLogger(__name__)
+TAGGERS = {"EAT teacher": "finetune_eat/eat_tagger.pt", "KD student": "distill_mobilenet/student.pt",
+           "no-KD student": "distill_mobilenet_nokd/student.pt"}
+SED = {"ATST-SED stage 1": "atst_stage1/model.pt", "ATST-SED stage 2": "atst_stage2/model.pt"}
+CURVE_STAGES = ("pretrain_eat", "finetune_eat", "distill_mobilenet", "distill_mobilenet_nokd", "atst_stage1",
+                "atst_stage2")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding the stage outputs")
+    parser.add_argument("--out", type=Path, default=Path("data/evaluate"), help="output folder of this stage")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_params("evaluate", EvaluateConfig, args.params)
+    tracking = load_params("tracking", TrackingConfig, args.params)
+    provenance = {"git commit": git_commit() or "unknown", "data manifest sha256": manifest_hash(args.data / "download")}
+    with stage_run("evaluate", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+        result = evaluate_pipeline(
+            cfg, clips_dir=args.clips, out_dir=args.out, provenance=provenance, tracker=run,
+            taggers={name: args.data / rel for name, rel in TAGGERS.items()},
+            sed_checkpoints={name: args.data / rel for name, rel in SED.items()},
+            stage_dirs={stage: args.data / stage for stage in CURVE_STAGES},
+            params_yaml=args.params.read_text(),
+        )
+    write_text_atomic(args.out / "metrics.json", metrics_json(result.metrics))
+    log.info("evaluate: report %s, missing inputs: %s", args.out / "report.html", result.metrics["missing"] or "none")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

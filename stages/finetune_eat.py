@@ -1,0 +1,49 @@
+"""DVC stage `finetune_eat`: fine-tune the EAT tagging teacher on the labelled packed clips.
+
+Reads the `finetune_eat` section of params.yaml, the packs under --clips and, when `init: pretrained`,
+the pre-trained encoder --pretrained; writes --out/eat_tagger.pt (best validation mAP) and
+--out/metrics.json (valid/mAP and the class-prior baseline valid/mAP_prior).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+from audiopipe.audio.io import write_json_atomic
+from audiopipe.config import FinetuneEatConfig, TrackingConfig, load_params
+from audiopipe.tracking import stage_run
+from audiopipe.training.finetune_eat import finetune_eat
+
+log = logging.getLogger(__name__)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument("--pretrained", type=Path, default=Path("data/pretrain_eat/eat.pt"),
+                        help="pre-trained encoder (pretrain_eat output); used when init is 'pretrained'")
+    parser.add_argument("--out", type=Path, default=Path("data/finetune_eat"), help="output folder of this stage")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_params("finetune_eat", FinetuneEatConfig, args.params)
+    tracking = load_params("tracking", TrackingConfig, args.params)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pretrained = args.pretrained if cfg.init == "pretrained" else None
+    with stage_run("finetune_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+        result = finetune_eat(cfg, clips_dir=args.clips, pretrained=pretrained, checkpoint=args.out / "eat_tagger.pt",
+                              tracker=run)
+    write_json_atomic(args.out / "metrics.json", {k: v if math.isfinite(v) else None for k, v in result.metrics.items()})
+    log.info("finetune_eat (init %s): valid/mAP=%.4f (class-prior baseline %.4f), checkpoint %s", cfg.init,
+             result.metrics["valid/mAP"], result.metrics["valid/mAP_prior"], args.out / "eat_tagger.pt")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,42 @@
+"""DVC stage `pack_hdf5`: pack the resampled data folder into one HDF5 file per split (--out/<split>.h5).
+
+Reads the `pack_hdf5` section of params.yaml (codec pcm16|mp3) and the data folder under --src; writes
+--out/{train,valid,test,weak,unlabelled}.h5 (those present) and --out/metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from audiopipe.audio.io import write_json_atomic
+from audiopipe.config import PackHdf5Config, TrackingConfig, load_params
+from audiopipe.data.prepare import pack_dataset
+from audiopipe.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", type=Path, default=Path("data/resample"), help="output of the resample stage")
+    parser.add_argument("--out", type=Path, default=Path("data/pack_hdf5"), help="output folder of this stage")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_params("pack_hdf5", PackHdf5Config, args.params)
+    tracking = load_params("tracking", TrackingConfig, args.params)
+    with stage_run("pack_hdf5", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+        metrics = pack_dataset(args.src, args.out, codec=cfg.codec, mp3_bitrate_kbps=cfg.mp3_bitrate_kbps)
+        run.log_metrics(metrics, step=0)
+    write_json_atomic(args.out / "metrics.json", metrics)
+    log.info("pack_hdf5: %s", metrics)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,47 @@
+"""DVC stage `predict_teacher`: teacher logits for every packed clip of every split, for distillation.
+
+Reads the `predict_teacher` section of params.yaml, the packs under --clips and the tagger checkpoints
+--checkpoints (plus `extra_checkpoints` from params; several are ensembled by averaging logits); writes
+--out/predictions.h5 (aligned by clip with the packs) and --out/metrics.json (teacher mAP per labelled split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+from audiopipe.audio.io import write_json_atomic
+from audiopipe.config import PredictTeacherConfig, TrackingConfig, load_params
+from audiopipe.tracking import stage_run
+from audiopipe.training.predict import predict_teacher
+
+log = logging.getLogger(__name__)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("data/finetune_eat/eat_tagger.pt")],
+                        help="tagger checkpoint(s); logits of several are averaged")
+    parser.add_argument("--out", type=Path, default=Path("data/predict_teacher"), help="output folder of this stage")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_params("predict_teacher", PredictTeacherConfig, args.params)
+    tracking = load_params("tracking", TrackingConfig, args.params)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with stage_run("predict_teacher", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+        result = predict_teacher(cfg, clips_dir=args.clips, checkpoints=list(args.checkpoints),
+                                 out=args.out / "predictions.h5", tracker=run)
+    write_json_atomic(args.out / "metrics.json", {k: v if math.isfinite(v) else None for k, v in result.metrics.items()})
+    log.info("predict_teacher: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,53 @@
+"""DVC stage `pretrain_eat`: EAT self-supervised pre-training on every packed clip (labels unused).
+
+Reads the `pretrain_eat` section of params.yaml and the `<split>.h5` packs under --clips; writes
+--out/eat.pt (student encoder, builder `eat_<preset>`), --out/loss_curve.csv (per-step losses) and
+--out/metrics.json (first/last loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+from pathlib import Path
+
+from audiopipe.audio.io import write_json_atomic, write_text_atomic
+from audiopipe.config import PretrainEatConfig, TrackingConfig, load_params
+from audiopipe.tracking import stage_run
+from audiopipe.training.pretrain import pretrain_eat
+
+log = logging.getLogger(__name__)
+CURVE_COLUMNS = ("step", "epoch", "train/loss", "train/frame_loss", "train/utterance_loss", "train/lr")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument("--out", type=Path, default=Path("data/pretrain_eat"), help="output folder of this stage")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_params("pretrain_eat", PretrainEatConfig, args.params)
+    tracking = load_params("tracking", TrackingConfig, args.params)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with stage_run("pretrain_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+        result = pretrain_eat(cfg, clips_dir=args.clips, checkpoint=args.out / "eat.pt", tracker=run)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(result.history)
+    write_text_atomic(args.out / "loss_curve.csv", text.getvalue())
+    write_json_atomic(args.out / "metrics.json", {k: v if math.isfinite(v) else None for k, v in result.metrics.items()})
+    log.info("pretrain_eat: loss %.4f -> %.4f over %d steps, checkpoint %s", result.metrics["train/loss_first"],
+             result.metrics["train/loss_last"], int(result.metrics["train/steps"]), args.out / "eat.pt")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

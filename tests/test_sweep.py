@@ -1,0 +1,184 @@
+"""audiopipe.sweep with a tiny fake training task: pruning, failed trials, best_params.yaml, 2 workers, MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+
+from audiopipe.config import SweepConfig, SweepStageConfig  # noqa: E402
+from audiopipe.sweep import (  # noqa: E402
+    SweepTarget,
+    apply_overrides,
+    dvc_exp_command,
+    init_study,
+    register_target,
+    run_sweep,
+    suggest,
+)
+from audiopipe.training.loop import TaskResult  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeCfg:
+    lr: float
+    batch_size: int
+    epochs: int
+
+
+BASE = FakeCfg(lr=1e-3, batch_size=2, epochs=3)
+SPACE = {"lr": {"low": 1e-4, "high": 1e-1, "log": True}, "batch_size": {"choices": [2, 3]}}
+# Per call: the validation value reported at every epoch, or an exception to raise.
+SCRIPT: list[Any] = [0.9, RuntimeError("exploded"), 0.1, 0.95]
+
+
+class FakeTask:
+    """Reports `value` per epoch through on_epoch_end (so the pruner sees it) and returns it as the metric."""
+
+    def __init__(self, script: list[Any]) -> None:
+        self.script, self.calls, self.epochs_run = list(script), 0, []
+
+    def __call__(self, cfg: FakeCfg, *, data: Path, checkpoint: Path, tracker: Any = None,
+                 on_epoch_end: Any = None) -> TaskResult:
+        outcome = self.script[self.calls % len(self.script)]
+        self.calls += 1
+        self.epochs_run.append(0)
+        assert data.name == "packs" and checkpoint.parent.name.startswith("trial-")
+        if isinstance(outcome, Exception):
+            raise outcome
+        for epoch in range(cfg.epochs):
+            self.epochs_run[-1] += 1
+            if tracker is not None:
+                tracker.log_metrics({"valid/mAP": outcome}, step=epoch)
+            on_epoch_end(epoch, {"valid/mAP": outcome, "train/loss": 1.0})
+        checkpoint.write_text("weights")
+        return TaskResult(metrics={"valid/mAP": outcome}, checkpoint=checkpoint, history=[])
+
+
+def sweep_cfg() -> SweepConfig:
+    stage = SweepStageConfig(metric="valid/mAP", direction="maximize", space=SPACE)
+    return SweepConfig(pruner="median", n_startup_trials=1, n_warmup_steps=0, seed=0, stages={"fake": stage})
+
+
+@pytest.fixture
+def fake_task() -> FakeTask:
+    task = FakeTask(SCRIPT)
+    register_target("fake", SweepTarget(config=FakeCfg, task=task, inputs={"data": "packs"},
+                                        outputs={"checkpoint": "model.pt"}))
+    return task
+
+
+def test_suggest_and_apply_overrides() -> None:
+    values = suggest(optuna.trial.FixedTrial({"lr": 0.01, "batch_size": 3}), SPACE)
+    assert values == {"lr": 0.01, "batch_size": 3}
+    assert apply_overrides(BASE, values) == FakeCfg(lr=0.01, batch_size=3, epochs=3)
+    with pytest.raises(KeyError, match="momentum"):
+        apply_overrides(BASE, {"momentum": 0.9})
+
+
+def test_suggest_rejects_malformed_space() -> None:
+    with pytest.raises(ValueError, match="lr"):
+        suggest(optuna.trial.FixedTrial({}), {"lr": {"low": 0.1}})
+
+
+def test_dvc_exp_command() -> None:
+    assert dvc_exp_command("distill_mobilenet", {"lr": 0.001, "batch_size": 64}) == (
+        "dvc exp run -S 'distill_mobilenet.batch_size=64' -S 'distill_mobilenet.lr=0.001'")
+
+
+def test_four_trials_prune_fail_and_write_best(tmp_path: Path, fake_task: FakeTask) -> None:
+    out = tmp_path / "sweeps" / "fake"
+    summary = run_sweep("fake", BASE, sweep_cfg(), n_trials=4, out_dir=out, root=tmp_path, tracking_enabled=False)
+    study = optuna.load_study(study_name="fake", storage=summary.storage)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "PRUNED", "COMPLETE"]
+    assert fake_task.epochs_run == [3, 0, 1, 3]  # the bad trial stopped after its first epoch
+    assert "exploded" in study.trials[1].system_attrs["fail_reason"]
+    assert (summary.n_complete, summary.n_pruned, summary.n_failed) == (2, 1, 1)
+    best = yaml.safe_load((out / "best_params.yaml").read_text())
+    assert best["trial"] == 3 and best["value"] == pytest.approx(0.95)
+    assert best["params"]["fake"] == study.trials[3].params
+    assert best["apply"].startswith("dvc exp run -S 'fake.batch_size=")
+    assert (out / "trial-3" / "model.pt").is_file()
+
+
+def test_rerun_resumes_the_study(tmp_path: Path, fake_task: FakeTask) -> None:
+    out = tmp_path / "sweeps" / "fake"
+    run_sweep("fake", BASE, sweep_cfg(), n_trials=1, out_dir=out, root=tmp_path, tracking_enabled=False)
+    summary = run_sweep("fake", BASE, sweep_cfg(), n_trials=1, out_dir=out, root=tmp_path, tracking_enabled=False)
+    assert len(optuna.load_study(study_name="fake", storage=summary.storage).trials) == 2
+
+
+def test_all_trials_failing_is_an_error(tmp_path: Path) -> None:
+    register_target("fake", SweepTarget(config=FakeCfg, task=FakeTask([ValueError("bad data")]),
+                                        inputs={"data": "packs"}, outputs={"checkpoint": "model.pt"}))
+    with pytest.raises(RuntimeError, match="bad data"):
+        run_sweep("fake", BASE, sweep_cfg(), n_trials=2, out_dir=tmp_path, tracking_enabled=False)
+
+
+WORKER = textwrap.dedent('''
+    import dataclasses, sys
+    from pathlib import Path
+    from audiopipe.config import SweepConfig, SweepStageConfig
+    from audiopipe.sweep import SweepTarget, register_target, run_sweep
+    from audiopipe.training.loop import TaskResult
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        lr: float
+
+    def task(cfg, *, checkpoint, tracker=None, on_epoch_end=None):
+        on_epoch_end(0, {"valid/mAP": cfg.lr})
+        return TaskResult(metrics={"valid/mAP": cfg.lr}, checkpoint=None, history=[])
+
+    register_target("toy", SweepTarget(config=Cfg, task=task, inputs={}, outputs={"checkpoint": "m.pt"}))
+    stage = SweepStageConfig(metric="valid/mAP", direction="maximize", space={"lr": {"low": 0.0, "high": 1.0}})
+    cfg = SweepConfig(pruner="none", n_startup_trials=0, n_warmup_steps=0, seed=int(sys.argv[3]),
+                      stages={"toy": stage})
+    run_sweep("toy", Cfg(lr=0.5), cfg, n_trials=int(sys.argv[2]), out_dir=Path(sys.argv[1]),
+              storage=f"sqlite:///{sys.argv[1]}/study.db", tracking_enabled=False)
+''')
+
+
+def test_two_worker_processes_share_one_storage(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/study.db"
+    init_study(storage, "toy", "maximize")  # create the database once, before the workers race for it
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    workers = [subprocess.Popen([sys.executable, str(script), str(tmp_path), "3", str(seed)],
+                                stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
+    trials = optuna.load_study(study_name="toy", storage=storage).trials
+    assert sorted(t.number for t in trials) == list(range(6))  # none lost, none duplicated
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert (tmp_path / "best_params.yaml").is_file()
+
+
+def test_trials_are_nested_mlflow_runs(tmp_path: Path, fake_task: FakeTask, monkeypatch) -> None:  # noqa: ANN001
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("PIPELINE_PARENT_RUN_ID", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_sweep("fake", BASE, sweep_cfg(), n_trials=4, out_dir=tmp_path / "out", root=tmp_path,
+              tracking_uri=uri, experiment="sweep-test")
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    parent = by_name["sweep-fake"]
+    trials = [by_name[f"trial-{n}"] for n in range(4)]
+    assert all(t.data.tags["mlflow.parentRunId"] == parent.info.run_id for t in trials)
+    assert [t.info.status for t in trials] == ["FINISHED", "FAILED", "FINISHED", "FINISHED"]
+    assert trials[2].data.tags["optuna.state"] == "PRUNED"
+    assert trials[3].data.params["batch_size"] in ("2", "3")
+    assert [m.value for m in client.get_metric_history(trials[3].info.run_id, "valid/mAP")] == [0.95] * 3
+    assert parent.data.metrics["best/valid/mAP"] == pytest.approx(0.95)

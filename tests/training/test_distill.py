@@ -1,0 +1,103 @@
+"""distill_mobilenet on a tiny synthetic pack: KD and no-KD runs, checkpoint contract, teacher alignment."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiopipe.config import DistillMobilenetConfig
+from audiopipe.data.hdf5 import ClipReader
+from audiopipe.data.predictions import PredictionsError, write_predictions
+from audiopipe.data.synthetic import make_synthetic_pack
+from audiopipe.models import load_model
+from audiopipe.training.distill import align_teacher, distill_mobilenet, sample_weights
+
+CFG = DistillMobilenetConfig(
+    train_split="train", valid_split="valid", duration_s=1.0, width_mult=0.1, n_mels=32, hop_length=320,
+    dropout=0.0, epochs=2, epoch_len=None, batch_size=3, lr=1e-3, weight_decay=0.0, warmup_epochs=0.5,
+    min_lr_ratio=0.01, kd_lambda=0.1, temperature=2.0, mixup_alpha=0.3, roll_samples=400, gain_db=6.0,
+    fmin_aug_range=10, fmax_aug_range=1000, freqm=4, timem=8, weighted_sampling=True, sampling_offset=1.0,
+    num_workers=0, device="cpu", amp="none", seed=0,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pack")
+    make_synthetic_pack(out, n_per_split={"train": 6, "valid": 4}, sample_rate=16000, duration_s=1.0, seed=0)
+    return out
+
+
+def _teacher_file(pack: Path, path: Path, *, drop_last: bool = False, class_names: list[str] | None = None) -> Path:
+    per_split = {}
+    for split in ("train", "valid"):
+        reader = ClipReader(pack / f"{split}.h5")
+        ids, targets = list(reader.clip_ids), reader.all_targets
+        logits = 4 * targets - 2 + np.random.default_rng(1).normal(size=targets.shape)
+        per_split[split] = (ids[:-1], logits[:-1]) if drop_last else (ids, logits)
+        names = reader.class_names
+    return write_predictions(path, per_split, class_names or names, teacher="fixture", checkpoints=[])
+
+
+def test_kd_run_writes_a_loadable_best_checkpoint(pack: Path, tmp_path: Path) -> None:
+    teacher = _teacher_file(pack, tmp_path / "predictions.h5")
+    seen: list[int] = []
+    result = distill_mobilenet(CFG, clips_dir=pack, teacher_h5=teacher, checkpoint=tmp_path / "student.pt",
+                               on_epoch_end=lambda epoch, metrics: seen.append(epoch))
+    assert seen == [0, 1] and len(result.history) == 2
+    for key in ("valid/mAP", "valid/roc_auc", "valid/d_prime", "valid/loss", "teacher/valid_mAP"):
+        assert np.isfinite(result.metrics[key]), key
+    best = max(result.history, key=lambda e: e["valid/mAP"])
+    assert result.metrics["valid/mAP"] == pytest.approx(best["valid/mAP"])
+    model, payload = load_model(tmp_path / "student.pt")
+    assert payload["builder"] == "mn_tagger" and payload["sample_rate"] == 16000
+    assert payload["class_names"] == ClipReader(pack / "train.h5").class_names
+    assert payload["metrics"]["epoch"] == result.metrics["best_epoch"]
+    with torch.no_grad():
+        assert model(torch.zeros(2, 16000)).shape == (2, len(payload["class_names"]))
+    assert not (tmp_path / ".student.resume.pt").exists()
+
+
+def test_no_kd_run_needs_no_teacher_and_lambda_changes_training(pack: Path, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(CFG, kd_lambda=1.0, epochs=1)
+    result = distill_mobilenet(cfg, clips_dir=pack, teacher_h5=None, checkpoint=tmp_path / "a.pt")
+    assert np.isfinite(result.metrics["valid/loss"]) and "teacher/valid_mAP" not in result.metrics
+    teacher = _teacher_file(pack, tmp_path / "p.h5")
+    kd = distill_mobilenet(dataclasses.replace(cfg, kd_lambda=0.0), clips_dir=pack, teacher_h5=teacher,
+                           checkpoint=tmp_path / "b.pt")
+    assert kd.metrics["valid/loss"] != result.metrics["valid/loss"]
+
+
+def test_teacher_is_required_below_lambda_one(pack: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs teacher"):
+        distill_mobilenet(CFG, clips_dir=pack, teacher_h5=None, checkpoint=tmp_path / "s.pt")
+
+
+def test_misaligned_teacher_is_a_clear_error(pack: Path, tmp_path: Path) -> None:
+    teacher = _teacher_file(pack, tmp_path / "short.h5", drop_last=True)
+    with pytest.raises(PredictionsError, match=r"not aligned.*1 pack clip\(s\) without teacher logits"):
+        distill_mobilenet(CFG, clips_dir=pack, teacher_h5=teacher, checkpoint=tmp_path / "s.pt")
+    names = list(reversed(ClipReader(pack / "train.h5").class_names))
+    other = _teacher_file(pack, tmp_path / "labels.h5", class_names=names)
+    with pytest.raises(PredictionsError, match="label list differs"):
+        distill_mobilenet(CFG, clips_dir=pack, teacher_h5=other, checkpoint=tmp_path / "s.pt")
+
+
+def test_align_teacher_reorders_by_clip_id(pack: Path, tmp_path: Path) -> None:
+    reader = ClipReader(pack / "train.h5")
+    ids = list(reader.clip_ids)
+    logits = np.arange(len(ids) * len(reader.class_names), dtype=np.float32).reshape(len(ids), -1)
+    path = write_predictions(tmp_path / "rev.h5", {"train": (ids[::-1], logits[::-1])}, reader.class_names,
+                             teacher="t", checkpoints=[])
+    torch.testing.assert_close(align_teacher(path, "train", ids, reader.class_names), torch.from_numpy(logits))
+
+
+def test_sample_weights_favour_rare_classes() -> None:
+    targets = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 0]], dtype=np.float32)
+    w = sample_weights(targets, offset=0.0)
+    np.testing.assert_allclose(w[:4], [1000 / 3] * 3 + [1000.0])
+    assert w[4] == pytest.approx(1000 / 3)  # unlabelled clip: smallest positive weight

@@ -1,0 +1,123 @@
+"""Smoke test of audiopipe.training.finetune_sed: phase 1 (frozen encoder) then phase 2 on a tiny synthetic pack."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiopipe.config import AtstSedConfig
+from audiopipe.data.synthetic import make_synthetic_pack
+from audiopipe.models import load_model
+from audiopipe.training.checkpoint import load_checkpoint
+from audiopipe.training.finetune_sed import lr_factor, median_windows, param_groups, train_atst_sed
+
+METRIC_KEYS = {f"{split}/{model}_{metric}" for split in ("valid", "test") for model in ("student", "teacher")
+               for metric in ("psds1", "psds2", "event_f1", "intersection_f1")}
+
+
+def tiny_config(**overrides: object) -> AtstSedConfig:
+    values = dict(
+        model="sed_eat", encoder_preset="eat_demo", encoder_kwargs={"depth": 1},
+        crnn_kwargs={"channels": [4, 4, 4, 4, 4, 4, 4], "rnn_hidden": 4, "rnn_layers": 1, "dropout": 0.0},
+        clip_duration_s=1.0, train_splits=["train", "weak", "unlabelled"], batch_sizes=[1, 1, 1], epochs=1,
+        warmup_epochs=0.5, lr_cnn=1e-2, lr_rnn=1e-2, lr_encoder=1e-2, encoder_lr_scale=0.5, cos_down=True,
+        const_max=2.0, weak_loss_weight=0.5, ema_decay=0.9, ema_warm_start=True, mixup_prob=1.0, mixup_alpha=0.2,
+        frame_shift_max_frames=1, mask_time_frames=2.0, mask_freq_bins=8.0, median_window=[3], val_every=1,
+        eval_batch_size=3, operating_point_psds=False, seed=0, device="cpu", num_workers=0, progress=False,
+    )
+    values.update(overrides)
+    return AtstSedConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sed")
+    make_synthetic_pack(root / "pack", n_per_split=2, duration_s=1.0, seed=3)
+    phase1 = train_atst_sed(tiny_config(), phase=1, clips_dir=root / "pack", encoder_checkpoint=None,
+                            init_checkpoint=None, checkpoint=root / "s1" / "model.pt")
+    phase2 = train_atst_sed(tiny_config(), phase=2, clips_dir=root / "pack", encoder_checkpoint=None,
+                            init_checkpoint=phase1.checkpoint, checkpoint=root / "s2" / "model.pt")
+    return {"root": root, "s1": phase1.checkpoint, "s2": phase2.checkpoint,
+            "metrics1": phase1.metrics, "metrics2": phase2.metrics}  # type: ignore[dict-item]
+
+
+def _encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith("eat_frame.")}
+
+
+def test_phase1_freezes_encoder_and_trains_crnn(runs: dict) -> None:
+    from audiopipe.models import build_model
+
+    payload = load_checkpoint(runs["s1"])
+    torch.manual_seed(0)  # same init as the task (it seeds before building)
+    fresh = build_model("sed_eat", **payload["builder_kwargs"]).state_dict()
+    for key, value in _encoder(payload["model"]).items():
+        torch.testing.assert_close(value, fresh[key], msg=f"encoder weight {key} changed in phase 1")
+    assert not torch.equal(payload["model"]["dense.weight"], fresh["dense.weight"])
+
+
+def test_phase2_updates_encoder(runs: dict) -> None:
+    before, after = load_checkpoint(runs["s1"])["model"], load_checkpoint(runs["s2"])["model"]
+    changed = [k for k, v in _encoder(after).items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    assert changed, "no encoder weight changed in phase 2"
+
+
+def test_mean_teacher_differs_from_student(runs: dict) -> None:
+    payload = load_checkpoint(runs["s2"])
+    assert payload["mean_teacher"].keys() == payload["model"].keys()
+    assert not torch.equal(payload["mean_teacher"]["dense.weight"], payload["model"]["dense.weight"])
+
+
+@pytest.mark.parametrize("key", ["metrics1", "metrics2"])
+def test_metrics_of_student_and_teacher_present(runs: dict, key: str) -> None:
+    metrics = runs[key]
+    assert METRIC_KEYS <= set(metrics)
+    assert all(0.0 <= metrics[k] <= 1.0 for k in METRIC_KEYS)
+
+
+def test_checkpoint_rebuilds_and_writes_roc(runs: dict) -> None:
+    model, payload = load_model(runs["s2"])
+    strong, weak = model(torch.zeros(1, 16000))
+    assert strong.shape[:2] == weak.shape == (1, len(payload["class_names"]))
+    assert payload["postprocessing"]["median_windows"] == [3] * len(payload["class_names"])
+    assert (runs["s2"].parent / "psd_roc.csv").is_file() and (runs["s2"].parent / "psd_roc.png").is_file()
+
+
+def test_phase2_needs_init_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="init_checkpoint"):
+        train_atst_sed(tiny_config(), phase=2, clips_dir=tmp_path, encoder_checkpoint=None, init_checkpoint=None,
+                       checkpoint=tmp_path / "m.pt")
+
+
+def test_param_groups_decay_encoder_lr_by_layer() -> None:
+    from audiopipe.models import build_model
+
+    cfg = tiny_config(encoder_kwargs={"depth": 2})
+    model = build_model("sed_eat", n_classes=3, encoder_preset="eat_demo", encoder_kwargs={"depth": 2},
+                        **cfg.crnn_kwargs)
+    assert [g["name"] for g in param_groups(model, cfg, phase=1)] == ["cnn", "rnn"]
+    groups = {g["name"]: g for g in param_groups(model, cfg, phase=2)}
+    assert groups["encoder_1"]["lr"] == pytest.approx(cfg.lr_encoder * 0.5)
+    assert groups["encoder_3"]["lr"] == pytest.approx(cfg.lr_encoder * 0.125)  # embeddings, below block 0
+    n_params = sum(len(g["params"]) for g in groups.values())
+    assert n_params == len(list(model.parameters()))
+
+
+def test_lr_factor_ramps_up_then_cosine_to_ten_percent() -> None:
+    assert lr_factor(1, rampup_steps=10, total_steps=100, cos_down=True) == pytest.approx(torch.e**-5 * torch.e**(5 * 0.19), rel=1e-3)
+    assert lr_factor(10, rampup_steps=10, total_steps=100, cos_down=True) == pytest.approx(1.0)
+    assert lr_factor(100, rampup_steps=10, total_steps=100, cos_down=True) == pytest.approx(0.1)
+    assert lr_factor(100, rampup_steps=10, total_steps=100, cos_down=False) == pytest.approx(1.0)
+
+
+def test_median_windows_broadcast_and_check() -> None:
+    assert median_windows([7], 3) == [7, 7, 7]
+    with pytest.raises(ValueError):
+        median_windows([1, 2], 3)
+
+
+def test_config_roundtrip_is_plain() -> None:
+    assert dataclasses.asdict(tiny_config())["batch_sizes"] == [1, 1, 1]
