@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -31,10 +32,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration-s", type=float, default=10.0, help="clip length (padded to 1024 frames)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after 1 warm-up)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     return parser.parse_args()
 
 
-def time_steps(model: EATPretrainer, step, spectrogram: torch.Tensor, masks: tuple, steps: int, device: str) -> float:
+def time_steps(
+    model: EATPretrainer,
+    step: Callable[..., dict[str, torch.Tensor]],
+    spectrogram: torch.Tensor,
+    masks: tuple[torch.Tensor, torch.Tensor],
+    steps: int,
+    device: str,
+) -> float:
     """Seconds per optimizer step (forward + backward + AdamW + EMA update), after one warm-up step."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
     elapsed = []
@@ -57,6 +66,8 @@ def time_steps(model: EATPretrainer, step, spectrogram: torch.Tensor, masks: tup
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     waveform = torch.rand(args.batch, int(16000 * args.duration_s)) - 0.5
     spectrogram = EATFrontEnd(16000, target_frames=1024)(waveform).to(args.device)  # (B, 1, 1024, 128)

@@ -11,6 +11,7 @@ carries `PIPELINE_PARENT_RUN_ID` so each stage's MLflow run nests under the flow
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 PARENT_RUN_ENV = "PIPELINE_PARENT_RUN_ID"
 DOWNLOAD_RETRIES = 2  # network fetches are the only flaky step; training failures are not retried
@@ -50,9 +52,16 @@ def child_env(parent_run_id: str | None, base: Mapping[str, str] | None = None) 
     return env
 
 
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called outside a flow (`dvc_repro.fn(...)`, scripts)
+        return logging.getLogger(__name__)
+
+
 def run_command(args: list[str], *, cwd: Path, parent_run_id: str | None, name: str) -> None:
     """Run `args` through RUNNER, streaming output to the Prefect logger; raise StageFailed on failure."""
-    logger = get_run_logger()
+    logger = _logger()
     tail: collections.deque[str] = collections.deque(maxlen=40)
 
     def log_line(line: str) -> None:

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/download"), help="output folder of this stage")
-    parser.add_argument("--cache", type=Path, default=Path("data/.cache"), help="package/download cache (kept across runs)")
+    parser.add_argument(
+        "--cache", type=Path, default=Path("data/.cache"), help="package/download cache (kept across runs)"
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     return parser.parse_args()
 
@@ -31,7 +33,13 @@ def main() -> None:
     args = parse_args()
     cfg = load_params("download", DownloadConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
-    counts = {"train": cfg.n_train, "valid": cfg.n_valid, "test": cfg.n_test, "weak": cfg.n_weak, "unlabelled": cfg.n_unlabelled}
+    counts = {
+        "train": cfg.n_train,
+        "valid": cfg.n_valid,
+        "test": cfg.n_test,
+        "weak": cfg.n_weak,
+        "unlabelled": cfg.n_unlabelled,
+    }
     opts = {
         "counts": counts, "duration_s": cfg.clip_duration_s, "sample_rate": cfg.sample_rate, "seed": cfg.seed,
         "max_events": cfg.max_events, "max_polyphony": cfg.max_polyphony, "snr_db": (cfg.snr_min_db, cfg.snr_max_db),

@@ -101,7 +101,7 @@ def test_four_trials_prune_fail_and_write_best(tmp_path: Path, fake_task: FakeTa
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "FAIL", "PRUNED", "COMPLETE"]
     assert fake_task.epochs_run == [3, 0, 1, 3]  # the bad trial stopped after its first epoch
-    assert "exploded" in study.trials[1].system_attrs["fail_reason"]
+    assert study.trials[1].user_attrs["fail_reason"] == "RuntimeError: exploded"
     assert (summary.n_complete, summary.n_pruned, summary.n_failed) == (2, 1, 1)
     best = yaml.safe_load((out / "best_params.yaml").read_text())
     assert best["trial"] == 3 and best["value"] == pytest.approx(0.95)
@@ -129,7 +129,7 @@ WORKER = textwrap.dedent('''
     from pathlib import Path
     from audiopipe.config import SweepConfig, SweepStageConfig
     from audiopipe.sweep import SweepTarget, register_target, run_sweep
-    from audiopipe.training.loop import TaskResult
+    from types import SimpleNamespace as TaskResult  # what the objective reads: .metrics (no torch import)
 
     @dataclasses.dataclass(frozen=True)
     class Cfg:

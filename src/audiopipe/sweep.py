@@ -257,6 +257,9 @@ def run_sweep(
             except optuna.TrialPruned as exc:
                 run.set_tag("optuna.state", "PRUNED")
                 pruned = exc
+            except Exception as exc:  # recorded on the trial (Optuna marks it FAIL and the study goes on)
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+                raise
         if pruned is not None:
             raise pruned
         if metric not in result.metrics:
@@ -285,7 +288,7 @@ def write_best(study: Any, stage: str, out_dir: Path, storage: str) -> SweepSumm
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-        reason = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
+        reason = failed[-1].user_attrs.get("fail_reason", "") if failed else ""
         raise RuntimeError(f"no trial of study '{study.study_name}' completed ({dict(count)}); last failure: {reason}")
     best = study.best_trial
     command = dvc_exp_command(stage, best.params)

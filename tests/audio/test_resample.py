@@ -78,7 +78,13 @@ def _silent(path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("make", "reason"),
-    [(_corrupt, "corrupt"), (_empty, "empty"), (_zero_samples, "zero duration"), (_text, "not audio"), (_silent, "silent")],
+    [
+        (_corrupt, "corrupt"),
+        (_empty, "empty"),
+        (_zero_samples, "zero duration"),
+        (_text, "not audio"),
+        (_silent, "silent"),
+    ],
 )
 def test_bad_inputs_raise_with_reason_and_write_nothing(tmp_path: Path, make, reason: str) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "bad.wav"

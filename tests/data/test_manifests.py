@@ -24,7 +24,11 @@ def test_round_trip(tmp_path: Path) -> None:
     classes, clips = read_metadata(tmp_path)
     assert classes == CLASSES
     assert clips == _clips()
-    assert (tmp_path / "tags.csv").read_text().splitlines() == ["filename,Dog,Cat", "audio/train/a.wav,1,0", "audio/weak/b.wav,0,1"]
+    assert (tmp_path / "tags.csv").read_text().splitlines() == [
+        "filename,Dog,Cat",
+        "audio/train/a.wav,1,0",
+        "audio/weak/b.wav,0,1",
+    ]
 
 
 def test_unknown_label_in_weak_tsv(tmp_path: Path) -> None:

@@ -303,23 +303,30 @@ def test_every_name_builds(name: str) -> None:
         build("eat_unknown")
 
 
+FAIRSEQ = "modality_encoders.IMAGE."
+WB = ("weight", "bias")
+
+
+def fairseq_encoder_keys(state: dict[str, torch.Tensor], table_rows: int | None) -> dict[str, torch.Tensor]:
+    """Our encoder state laid out with fairseq EAT key names (spec §2.6 table), optional stored table."""
+    out = {f"{FAIRSEQ}local_encoder.proj.{k}": state[f"patch_embed.proj.{k}"] for k in WB}
+    out[f"{FAIRSEQ}extra_tokens"] = state["cls_token"]
+    if table_rows:
+        out[f"{FAIRSEQ}fixed_positional_encoder.positions"] = sincos_2d(32, 768, 8)[:table_rows].unsqueeze(0)
+    out.update({f"{FAIRSEQ}context_encoder.norm.{k}": state[f"norm_pre.{k}"] for k in WB})
+    out.update({k: v for k, v in state.items() if k.startswith("blocks.")})
+    return out
+
+
 def official_pretrained(model: EATPretrainer, table_rows: int) -> dict[str, object]:
-    """Our pre-trainer's weights laid out as a fairseq EAT pre-training checkpoint (spec §2.6 table)."""
-    prefix = "modality_encoders.IMAGE."
-
-    def encoder_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {f"{prefix}local_encoder.proj.{k}": state[f"patch_embed.proj.{k}"] for k in ("weight", "bias")}
-        out[f"{prefix}extra_tokens"] = state["cls_token"]
-        out[f"{prefix}fixed_positional_encoder.positions"] = sincos_2d(32, 768, 8)[:table_rows].unsqueeze(0)
-        out.update({f"{prefix}context_encoder.norm.{k}": state[f"norm_pre.{k}"] for k in ("weight", "bias")})
-        out.update({k: v for k, v in state.items() if k.startswith("blocks.")})
-        return out
-
-    raw: dict[str, object] = dict(encoder_keys(model.encoder.state_dict()))
+    """Our pre-trainer's weights laid out as a fairseq EAT pre-training checkpoint, `_ema` teacher included."""
+    raw: dict[str, object] = dict(fairseq_encoder_keys(model.encoder.state_dict(), table_rows))
     for j, conv in enumerate(model.decoder.convs):
-        raw[f"{prefix}decoder.blocks.{j}.0.weight"], raw[f"{prefix}decoder.blocks.{j}.0.bias"] = conv.weight, conv.bias
-    raw[f"{prefix}decoder.proj.weight"], raw[f"{prefix}decoder.proj.bias"] = model.decoder.proj.weight, model.decoder.proj.bias
-    raw["_ema"] = encoder_keys(model.ema_teacher.module.state_dict())
+        raw[f"{FAIRSEQ}decoder.blocks.{j}.0.weight"] = conv.weight
+        raw[f"{FAIRSEQ}decoder.blocks.{j}.0.bias"] = conv.bias
+    raw[f"{FAIRSEQ}decoder.proj.weight"] = model.decoder.proj.weight
+    raw[f"{FAIRSEQ}decoder.proj.bias"] = model.decoder.proj.bias
+    raw["_ema"] = fairseq_encoder_keys(model.ema_teacher.module.state_dict(), table_rows)
     return {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in raw.items()}
 
 
@@ -354,12 +361,8 @@ def test_fine_tuned_and_hf_layouts_load_into_the_tagger(tagger: EATTagger) -> No
 
 
 def official_pretrained_encoder(tagger_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    state = {k.removeprefix("encoder."): v for k, v in tagger_state.items() if k.startswith("encoder.")}
-    out = {f"modality_encoders.IMAGE.local_encoder.proj.{k}": state[f"patch_embed.proj.{k}"] for k in ("weight", "bias")}
-    out["modality_encoders.IMAGE.extra_tokens"] = state["cls_token"]
-    out.update({f"modality_encoders.IMAGE.context_encoder.norm.{k}": state[f"norm_pre.{k}"] for k in ("weight", "bias")})
-    out.update({k: v for k, v in state.items() if k.startswith("blocks.")})
-    return out
+    encoder = {k.removeprefix("encoder."): v for k, v in tagger_state.items() if k.startswith("encoder.")}
+    return fairseq_encoder_keys(encoder, table_rows=None)
 
 
 def test_loader_errors_list_the_offending_keys(tagger: EATTagger) -> None:

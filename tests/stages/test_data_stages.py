@@ -29,7 +29,11 @@ def synthetic_folder(tmp_path: Path) -> Path:
 
     folder = tmp_path / "download" / "synthetic"
     build_synthetic_source(
-        folder, counts={"train": 3, "valid": 2, "test": 2, "weak": 3, "unlabelled": 2}, duration_s=1.0, sample_rate=16000, seed=0
+        folder,
+        counts={"train": 3, "valid": 2, "test": 2, "weak": 3, "unlabelled": 2},
+        duration_s=1.0,
+        sample_rate=16000,
+        seed=0,
     )
     return folder
 
@@ -50,7 +54,11 @@ def _stage(name: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "metrics.json"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "metrics.json"
+    }
 
 
 def test_three_stages_end_to_end(tmp_path: Path) -> None:
@@ -91,14 +99,18 @@ def test_reject_limit_fails_after_listing(synthetic_folder: Path, tmp_path: Path
     (synthetic_folder / "audio" / "weak" / "bad.wav").write_bytes(b"RIFF garbage")
     out = tmp_path / "resample"
     with pytest.raises(RejectLimitError, match="max_reject_fraction"):
-        resample_dataset(synthetic_folder.parent, out, sample_rate=16000, workers=1, max_reject_fraction=0.0, progress=False)
+        resample_dataset(
+            synthetic_folder.parent, out, sample_rate=16000, workers=1, max_reject_fraction=0.0, progress=False
+        )
     assert "bad.wav" in (out / "rejects.tsv").read_text()
     assert len(list((out / "synthetic" / "audio").rglob("*.wav"))) == 12
 
 
 def test_pack_skips_clips_without_audio(synthetic_folder: Path, tmp_path: Path) -> None:
     (synthetic_folder / "audio" / "train" / "train_00001.wav").unlink()
-    metrics = pack_dataset(synthetic_folder.parent, tmp_path / "pack", codec="pcm16", mp3_bitrate_kbps=128, progress=False)
+    metrics = pack_dataset(
+        synthetic_folder.parent, tmp_path / "pack", codec="pcm16", mp3_bitrate_kbps=128, progress=False
+    )
     assert metrics["pack_hdf5/train_clips"] == 2
     assert ClipReader(tmp_path / "pack" / "train.h5").clip_ids == ["train_00000", "train_00002"]
 

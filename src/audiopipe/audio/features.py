@@ -76,11 +76,18 @@ class EfficientATMel(nn.Module):
         freqm: Maximum frequency-mask width in bins (train mode; 0 = off, the EfficientAT recipe value).
         timem: Maximum time-mask width in frames (train mode; 0 = off, the EfficientAT recipe value).
 
+    Differences from upstream, on purpose: eval mode draws no random numbers (upstream draws the jitter and
+    discards it), and masks are drawn per example (torchaudio >= 2 semantics; upstream's pinned torchaudio 0.13
+    used one mask per batch). Neither changes eval outputs or the AudioSet recipe (masks off).
+
     Example:
         >>> mel = EfficientATMel().eval()
         >>> tuple(mel(torch.zeros(2, 32000)).shape)
         (2, 128, 100)
     """
+
+    window: torch.Tensor
+    eval_mel_banks: torch.Tensor
 
     def __init__(
         self,
@@ -159,4 +166,3 @@ class EfficientATMel(nn.Module):
             f"hop_length={self.hop_length}, n_mels={self.n_mels}, fmin={self.fmin}, fmax={self.fmax}, "
             f"freqm={self.freqm}, timem={self.timem}"
         )
-

@@ -63,7 +63,9 @@ def _load(model: str, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]
     return build_model(model, **kwargs), mel_kwargs
 
 
-def example_inputs(model: nn.Module, seconds: float, mel_kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def example_inputs(
+    model: nn.Module, seconds: float, mel_kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(model input, inner MobileNetV3 input or None) for one clip of `seconds`."""
     if isinstance(model, MobileNetV3):
         mel = EfficientATMel(**mel_kwargs)
@@ -72,7 +74,8 @@ def example_inputs(model: nn.Module, seconds: float, mel_kwargs: dict[str, Any])
             spectrogram = mel.train()(waveform).unsqueeze(1)  # (1, 1, n_mels, frames); train mode as upstream
         return spectrogram, spectrogram
     if hasattr(model, "sample_rate"):
-        waveform = torch.zeros(1, round(seconds * int(model.sample_rate)))
+        sample_rate: Any = model.sample_rate
+        waveform = torch.zeros(1, round(seconds * int(sample_rate)))
         net, front_end = find_mobilenet(model), getattr(model, "mel", None)
         mel_input = None
         if net is not None and isinstance(front_end, nn.Module):
@@ -80,7 +83,8 @@ def example_inputs(model: nn.Module, seconds: float, mel_kwargs: dict[str, Any])
                 mel_input = front_end.eval()(waveform)
         return waveform, mel_input
     if hasattr(model, "example_input"):
-        return model.example_input(seconds), None
+        make_input: Any = model.example_input
+        return make_input(seconds), None
     raise ValueError(f"{type(model).__name__} has no `sample_rate` and no `example_input(duration_s)`")
 
 

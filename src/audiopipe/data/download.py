@@ -103,7 +103,9 @@ def _build_synthetic(folder: Path, **opts: Any) -> None:
     )
 
 
-def fetch(url: str, target: Path, *, sha256: str | None = None, timeout_s: float = 60.0, chunk_bytes: int = 1 << 20) -> Path:
+def fetch(
+    url: str, target: Path, *, sha256: str | None = None, timeout_s: float = 60.0, chunk_bytes: int = 1 << 20
+) -> Path:
     """Download `url` to `target`, resuming a `<target>.partial` file with an HTTP Range request.
 
     The finished file is checked against `sha256` (when given) before it is renamed into place, and a

@@ -143,9 +143,13 @@ class ClipWriter:
         self._tmp = atomic_target(self.path)
         self._file = h5py.File(self._tmp, "w")
         if codec == "pcm16":
-            self._audio = self._file.create_dataset(DS_AUDIO_PCM16, (0,), maxshape=(None,), dtype=np.int16, chunks=(1 << 16,))
+            self._audio = self._file.create_dataset(
+                DS_AUDIO_PCM16, (0,), maxshape=(None,), dtype=np.int16, chunks=(1 << 16,)
+            )
         else:
-            self._audio = self._file.create_dataset(DS_AUDIO_MP3, (0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8))
+            self._audio = self._file.create_dataset(
+                DS_AUDIO_MP3, (0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8)
+            )
         self._total = 0
 
     def add(
@@ -174,7 +178,9 @@ class ClipWriter:
             self._audio.resize((self._total + pcm.shape[0],))
             self._audio[self._total :] = pcm
         else:
-            blob = np.frombuffer(encode_mp3(pcm.astype(np.float32) / 32767.0, self.sample_rate, self.mp3_bitrate_kbps), np.uint8)
+            blob = np.frombuffer(
+                encode_mp3(pcm.astype(np.float32) / 32767.0, self.sample_rate, self.mp3_bitrate_kbps), np.uint8
+            )
             self._audio.resize((len(self._ids) + 1,))
             self._audio[len(self._ids)] = blob
         self._total += pcm.shape[0]
@@ -263,9 +269,13 @@ class ClipReader:
                 self._event_offsets = f[DS_EVENT_OFFSETS][()]
                 self._events = (f[DS_EVENT_ONSET][()], f[DS_EVENT_OFFSET][()], f[DS_EVENT_CLASS][()])
             except (KeyError, OSError) as err:
-                raise ClipFileError(f"{self.path}: truncated or inconsistent clip file ({err}); rerun pack_hdf5") from err
+                raise ClipFileError(
+                    f"{self.path}: truncated or inconsistent clip file ({err}); rerun pack_hdf5"
+                ) from err
         if self._targets.shape != (len(self.clip_ids), len(self.class_names)):
-            raise ClipFileError(f"{self.path}: targets shape {self._targets.shape} does not match the clip/class counts")
+            raise ClipFileError(
+                f"{self.path}: targets shape {self._targets.shape} does not match the clip/class counts"
+            )
 
     def _open(self) -> h5py.File:
         if not self.path.is_file():

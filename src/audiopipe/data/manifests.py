@@ -107,7 +107,9 @@ def check_clips(clips: Iterable[Clip], class_names: Sequence[str], where: str) -
     seen_paths: set[str] = set()
     for clip in clips:
         if clip.clip_id in seen_ids or clip.path in seen_paths:
-            raise ManifestError(f"{where}: duplicate clip name {clip.clip_id!r} ({clip.path}); clip names must be unique")
+            raise ManifestError(
+                f"{where}: duplicate clip name {clip.clip_id!r} ({clip.path}); clip names must be unique"
+            )
         seen_ids.add(clip.clip_id)
         seen_paths.add(clip.path)
         if clip.split not in SPLITS:
@@ -185,7 +187,9 @@ def read_metadata(root: str | Path) -> tuple[list[str], list[Clip]]:
             raise ManifestError(f"{where}: duplicate clip name {name!r}; list each clip once")
         tags[name] = parts
     events: dict[str, list[tuple[float, float, str]]] = {}
-    for lineno, (name, onset, offset, label) in _read_tsv(root / "strong.tsv", ("filename", "onset", "offset", "event_label")):
+    for lineno, (name, onset, offset, label) in _read_tsv(
+        root / "strong.tsv", ("filename", "onset", "offset", "event_label")
+    ):
         where = f"{root / 'strong.tsv'}:{lineno}"
         _check_row(where, name, (label,), known, by_path)
         try:

@@ -57,8 +57,9 @@ class SEDClipDataset(Dataset):
         audio = fit_length(self.reader.read_audio(index), self.num_samples)
         strong = np.zeros((n_classes, self.n_frames), np.float32)
         if self.kind == STRONG:
-            strong = encode_events(self.reader.events(index), n_classes=n_classes, n_frames=self.n_frames,
-                                   frame_rate_hz=self.frame_rate_hz)
+            strong = encode_events(
+                self.reader.events(index), n_classes=n_classes, n_frames=self.n_frames, frame_rate_hz=self.frame_rate_hz
+            )
         weak = self.reader.targets(index) if self.kind != UNLABELLED else np.zeros(n_classes, np.float32)
         return {
             "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
@@ -88,7 +89,9 @@ class SubsetBatchSampler(Sampler[list[int]]):
             raise ValueError(f"batch sizes must be >= 0 with a positive sum, got {list(batch_sizes)}")
         short = [i for i, (n, b) in enumerate(zip(subset_sizes, batch_sizes)) if b > n]
         if short:
-            raise ValueError(f"subsets {short} hold fewer clips {list(subset_sizes)} than one batch {list(batch_sizes)}")
+            raise ValueError(
+                f"subsets {short} hold fewer clips {list(subset_sizes)} than one batch {list(batch_sizes)}"
+            )
         self.subset_sizes, self.batch_sizes = list(subset_sizes), list(batch_sizes)
         self.offsets = np.concatenate([[0], np.cumsum(self.subset_sizes)[:-1]]).astype(int).tolist()
         self.seed, self.epoch = seed, 0
@@ -105,7 +108,7 @@ class SubsetBatchSampler(Sampler[list[int]]):
         for step in range(len(self)):
             batch: list[int] = []
             for order, offset, size in zip(orders, self.offsets, self.batch_sizes):
-                batch.extend(offset + i for i in order[step * size:(step + 1) * size])
+                batch.extend(offset + i for i in order[step * size : (step + 1) * size])
             yield batch
 
 

@@ -220,9 +220,20 @@ def make_synthetic_pack(
             continue
         path = out_dir / f"{split}.h5"
         with ClipWriter(
-            path, class_names=class_names, sample_rate=sample_rate, codec=codec, has_strong=split in STRONG_SPLITS, split=split
+            path,
+            class_names=class_names,
+            sample_rate=sample_rate,
+            codec=codec,
+            has_strong=split in STRONG_SPLITS,
+            split=split,
         ) as writer:
-            clips = generate_clips({split: counts[split]}, duration_s=duration_s, sample_rate=sample_rate, seed=seed, class_names=class_names)
+            clips = generate_clips(
+                {split: counts[split]},
+                duration_s=duration_s,
+                sample_rate=sample_rate,
+                seed=seed,
+                class_names=class_names,
+            )
             for clip, audio in clips:
                 targets = np.array([c in clip.labels for c in class_names], np.float32)
                 events = [(a, b, index[lab]) for a, b, lab in clip.events]
@@ -245,13 +256,17 @@ def build_synthetic_source(
     from dataclasses import replace
 
     from audiopipe.audio.io import save_audio
-    from audiopipe.data.manifests import write_metadata
-    from audiopipe.data.manifests import sha256_file
+    from audiopipe.data.manifests import sha256_file, write_metadata
 
     dest = Path(dest)
     clips = []
     for clip, audio in generate_clips(
-        counts, duration_s=duration_s, sample_rate=sample_rate, seed=seed, class_names=class_names, max_events=max_events
+        counts,
+        duration_s=duration_s,
+        sample_rate=sample_rate,
+        seed=seed,
+        class_names=class_names,
+        max_events=max_events,
     ):
         save_audio(dest / clip.path, audio, sample_rate)
         clips.append(replace(clip, sha256=sha256_file(dest / clip.path)))

@@ -15,12 +15,13 @@ B * K clone rows (an effective x(B * K) weight relative to a mean; fairseq's sam
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 
-def teacher_targets(layer_results: list[torch.Tensor] | tuple[torch.Tensor, ...], top_k: int | None = None) -> torch.Tensor:
+def teacher_targets(layer_results: Sequence[torch.Tensor], top_k: int | None = None) -> torch.Tensor:
     """Average of the instance-normalised top-k layer outputs, then a parameter-free LayerNorm, in float32.
 
     Each layer is normalised per clip and channel over the N patches (eps 1e-5); `top_k=None` uses all.

@@ -90,7 +90,9 @@ def scores_to_events(
     scores: np.ndarray, threshold: float, *, frame_rate_hz: float, class_names: Sequence[str], duration_s: float
 ) -> list[tuple[float, float, str]]:
     """Events where scores > threshold (strict), contiguous frames merged (no gap filling, no min length)."""
-    return decode_frames(scores > threshold, frame_rate_hz=frame_rate_hz, class_names=class_names, duration_s=duration_s)
+    return decode_frames(
+        scores > threshold, frame_rate_hz=frame_rate_hz, class_names=class_names, duration_s=duration_s
+    )
 
 
 def events_dataframe(events: Mapping[str, Sequence[tuple[float, float, str]]]) -> pd.DataFrame:
@@ -134,17 +136,26 @@ def _writable_cython_inputs() -> None:
 
 
 def psds_threshold_free(
-    scores: Mapping[str, pd.DataFrame], ground_truth: GroundTruth, durations: Mapping[str, float], scenario: PSDSScenario
+    scores: Mapping[str, pd.DataFrame],
+    ground_truth: GroundTruth,
+    durations: Mapping[str, float],
+    scenario: PSDSScenario,
 ) -> PSDSResult:
     """PSDS over all thresholds with sed_scores_eval (exact, Ebbers et al., ICASSP 2022)."""
     from sed_scores_eval.intersection_based import psds
 
     _writable_cython_inputs()
     value, _, (tpr, efpr), _ = psds(
-        dict(scores), dict(ground_truth), dict(durations),
-        dtc_threshold=scenario.dtc, gtc_threshold=scenario.gtc,
+        dict(scores),
+        dict(ground_truth),
+        dict(durations),
+        dtc_threshold=scenario.dtc,
+        gtc_threshold=scenario.gtc,
         cttc_threshold=scenario.cttc if scenario.alpha_ct > 0 else None,
-        alpha_ct=scenario.alpha_ct, alpha_st=scenario.alpha_st, unit_of_time="hour", max_efpr=scenario.max_efpr,
+        alpha_ct=scenario.alpha_ct,
+        alpha_st=scenario.alpha_st,
+        unit_of_time="hour",
+        max_efpr=scenario.max_efpr,
     )
     return PSDSResult(float(value), np.asarray(efpr, dtype=float), np.asarray(tpr, dtype=float))
 
@@ -182,8 +193,13 @@ def _psds_eval(scenario: PSDSScenario, ground_truth: GroundTruth, durations: Map
 
     gt = events_dataframe(ground_truth)
     meta = pd.DataFrame({"filename": list(durations), "duration": [float(d) for d in durations.values()]})
-    return CompatPSDSEval(dtc_threshold=scenario.dtc, gtc_threshold=scenario.gtc, cttc_threshold=scenario.cttc,
-                          ground_truth=gt, metadata=meta)
+    return CompatPSDSEval(
+        dtc_threshold=scenario.dtc,
+        gtc_threshold=scenario.gtc,
+        cttc_threshold=scenario.cttc,
+        ground_truth=gt,
+        metadata=meta,
+    )
 
 
 def psds_operating_points(
@@ -197,7 +213,9 @@ def psds_operating_points(
     for i, (threshold, table) in enumerate(sorted(detections.items())):
         evaluator.add_operating_point(table.reset_index(drop=True), info={"name": f"op{i:02d}", "threshold": threshold})
     result = evaluator.psds(alpha_ct=scenario.alpha_ct, alpha_st=scenario.alpha_st, max_efpr=scenario.max_efpr)
-    return PSDSResult(float(result.value), np.asarray(result.plt.xp, dtype=float), np.asarray(result.plt.yp, dtype=float))
+    return PSDSResult(
+        float(result.value), np.asarray(result.plt.xp, dtype=float), np.asarray(result.plt.yp, dtype=float)
+    )
 
 
 # ----------------------------------------------------------------------------- F1 scores
@@ -215,16 +233,22 @@ def event_f1(detections: Mapping[str, Sequence[tuple[float, float, str]]], groun
     import sed_eval
     from dcase_util.containers import MetaDataContainer
 
-    labels = sorted({e[2] for evs in ground_truth.values() for e in evs} | {e[2] for evs in detections.values() for e in evs})
+    labels = sorted(
+        {e[2] for evs in ground_truth.values() for e in evs} | {e[2] for evs in detections.values() for e in evs}
+    )
     metric = sed_eval.sound_event.EventBasedMetrics(
         event_label_list=labels, t_collar=0.2, percentage_of_length=0.2, empty_system_output_handling="zero_score"
     )
+
+    def container(clip: str, events: Sequence[tuple[float, float, str]]) -> MetaDataContainer:
+        rows = [{"filename": clip, "onset": on, "offset": off, "event_label": label} for on, off, label in events]
+        return MetaDataContainer(rows)
+
     for clip, reference in ground_truth.items():
-        def container(events: Sequence[tuple[float, float, str]]) -> MetaDataContainer:
-            return MetaDataContainer([
-                {"filename": clip, "onset": on, "offset": off, "event_label": label} for on, off, label in events
-            ])
-        metric.evaluate(reference_event_list=container(reference), estimated_event_list=container(detections.get(clip, [])))
+        metric.evaluate(
+            reference_event_list=container(clip, reference),
+            estimated_event_list=container(clip, detections.get(clip, [])),
+        )
     value = metric.results_class_wise_average_metrics()["f_measure"]["f_measure"]
     return float(0.0 if value is None or np.isnan(value) else value)
 
@@ -265,7 +289,9 @@ def evaluate_sed(
     # PSDS is computed on clips with at least one event, as ATST-SED does on its sed_scores_eval path
     evented = [clip for clip in filtered if gt[clip]]
     frames = {
-        clip: scores_dataframe(filtered[clip], frame_rate_hz=frame_rate_hz, class_names=scored, duration_s=durations[clip])
+        clip: scores_dataframe(
+            filtered[clip], frame_rate_hz=frame_rate_hz, class_names=scored, duration_s=durations[clip]
+        )
         for clip in evented
     }
     gt_ev = {clip: gt[clip] for clip in evented}
@@ -278,7 +304,9 @@ def evaluate_sed(
 
     def decode(threshold: float) -> dict[str, list[tuple[float, float, str]]]:
         return {
-            clip: scores_to_events(s, threshold, frame_rate_hz=frame_rate_hz, class_names=scored, duration_s=durations[clip])
+            clip: scores_to_events(
+                s, threshold, frame_rate_hz=frame_rate_hz, class_names=scored, duration_s=durations[clip]
+            )
             for clip, s in filtered.items()
         }
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 from torch.overrides import TorchFunctionMode
 
-from audiopipe.models.mobilenet.blocks import ConcurrentSE, InvertedResidual
+from audiopipe.models.mobilenet.blocks import ConcurrentSE, ConvNormAct, InvertedResidual
 from audiopipe.models.mobilenet.model import MobileNetV3
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -138,7 +139,7 @@ class _Profiler:
     def _leave(self, *_: Any) -> None:
         self.counter.depth -= 1
 
-    def _conv_hook(self, module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    def _conv_hook(self, module: _ConvNd, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         weight = module.weight
         if isinstance(module, _CONV_T):
             macs = inputs[0].numel() * weight[0].numel()
@@ -256,10 +257,12 @@ def peak_memory_mnv3_kb(net: MobileNetV3, mel: torch.Tensor, bits_per_element: i
     def first_block(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         entries.append(sizes["stem_in"] + output.numel() + 2 * inputs[0].numel() / 8)
 
-    def plain_block(module: InvertedResidual, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def plain_block(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         _, _, freq, time = inputs[0].shape
-        expanded = module.block[0].out_channels
-        stride = module.block[-2][0].stride[0]  # depthwise conv (the module before the project conv)
+        layers = cast(InvertedResidual, module).block
+        expanded = cast(ConvNormAct, layers[0]).out_channels
+        depthwise = cast(nn.Conv2d, cast(ConvNormAct, layers[-2])[0])  # the conv before the project conv
+        stride = depthwise.stride[0]
         before, after = freq * time * expanded / 8, (freq // stride) * (time // stride) * expanded / 8
         entries.append(inputs[0].numel() + output.numel() + before + after)
 
@@ -267,7 +270,7 @@ def peak_memory_mnv3_kb(net: MobileNetV3, mel: torch.Tensor, bits_per_element: i
         entries.append(inputs[0].numel() + output.numel() + sizes["block_in"])
 
     handles.append(net.features[1].register_forward_hook(first_block))
-    for block in list(net.features)[2:-1]:
+    for block in cast(list[InvertedResidual], list(net.features)[2:-1]):
         if any(isinstance(layer, ConcurrentSE) for layer in block.block):
             handles.append(block.register_forward_pre_hook(lambda m, i: sizes.update(block_in=i[0].numel())))
             handles.append(block.block[-1].register_forward_hook(se_project))

@@ -42,13 +42,17 @@ from audiopipe.training.loop import BestTracker, TaskResult, fit
 log = logging.getLogger(__name__)
 
 
-def _build(cfg: AtstSedConfig, phase: int, encoder_checkpoint: Path | None, init_checkpoint: Path | None,
-           n_classes: int) -> tuple[SEDModel, dict[str, Any] | None]:
+def _build(
+    cfg: AtstSedConfig, phase: int, encoder_checkpoint: Path | None, init_checkpoint: Path | None, n_classes: int
+) -> tuple[SEDModel, dict[str, Any] | None]:
     if phase == 1:
         kwargs: dict[str, Any] = {"n_classes": n_classes, **cfg.crnn_kwargs}
         if cfg.model != "sed_crnn":
-            kwargs.update(encoder_preset=cfg.encoder_preset, encoder_kwargs=dict(cfg.encoder_kwargs),
-                          encoder_checkpoint=encoder_checkpoint)
+            kwargs.update(
+                encoder_preset=cfg.encoder_preset,
+                encoder_kwargs=dict(cfg.encoder_kwargs),
+                encoder_checkpoint=encoder_checkpoint,
+            )
         return build_model(cfg.model, **kwargs), None  # type: ignore[return-value]
     assert init_checkpoint is not None  # checked by train_atst_sed
     payload = load_checkpoint(init_checkpoint)
@@ -57,8 +61,9 @@ def _build(cfg: AtstSedConfig, phase: int, encoder_checkpoint: Path | None, init
     return model, payload  # type: ignore[return-value]
 
 
-def _frame_shift(audio: torch.Tensor, strong: torch.Tensor, max_frames: int, samples_per_frame: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _frame_shift(
+    audio: torch.Tensor, strong: torch.Tensor, max_frames: int, samples_per_frame: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Roll each clip and its frame targets by the same whole number of output frames."""
     if max_frames <= 0:
         return audio, strong
@@ -68,8 +73,14 @@ def _frame_shift(audio: torch.Tensor, strong: torch.Tensor, max_frames: int, sam
     return audio, strong
 
 
-def _mixup_groups(audio: torch.Tensor, strong: torch.Tensor, weak: torch.Tensor, subset: torch.Tensor,
-                  cfg: AtstSedConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def _mixup_groups(
+    audio: torch.Tensor,
+    strong: torch.Tensor,
+    weak: torch.Tensor,
+    subset: torch.Tensor,
+    cfg: AtstSedConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, ...]:
     """Mixup within each subset group (one draw per group, soft targets clamped to [0, 1])."""
     audio, strong, weak = audio.clone(), strong.clone(), weak.clone()
     if torch.rand(1, generator=generator).item() >= cfg.mixup_prob:
@@ -87,8 +98,9 @@ def _mixup_groups(audio: torch.Tensor, strong: torch.Tensor, weak: torch.Tensor,
 class _SEDStep:
     """step_fn for `fit`: augmentation, student/teacher forward passes and the semi-supervised loss."""
 
-    def __init__(self, cfg: AtstSedConfig, phase: int, teacher: EMA, generator: torch.Generator,
-                 rampup_steps: int) -> None:
+    def __init__(
+        self, cfg: AtstSedConfig, phase: int, teacher: EMA, generator: torch.Generator, rampup_steps: int
+    ) -> None:
         self.cfg, self.phase, self.teacher, self.generator = cfg, phase, teacher, generator
         self.rampup_steps = rampup_steps
         self.step = 0  # optimizer steps taken (fit's on_optimizer_step keeps it current)
@@ -96,14 +108,16 @@ class _SEDStep:
     def __call__(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
         cfg, raw = self.cfg, getattr(model, "module", model)
         samples_per_frame = int(round(raw.sample_rate / raw.frame_rate_hz))
-        audio, strong = _frame_shift(batch["audio"], batch["strong"], cfg.frame_shift_max_frames,
-                                     samples_per_frame, self.generator)
+        audio, strong = _frame_shift(
+            batch["audio"], batch["strong"], cfg.frame_shift_max_frames, samples_per_frame, self.generator
+        )
         audio, strong, weak = _mixup_groups(audio, strong, batch["weak"], batch["subset"], cfg, self.generator)
         mel = raw.mel_spec(audio)  # (B, F, T) normalised SED mel; the front end has no parameters
         student_mel = mel
         if cfg.mask_time_frames > 0 or cfg.mask_freq_bins > 0:
-            student_mel = spec_mask(mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames,
-                                    generator=self.generator)
+            student_mel = spec_mask(
+                mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames, generator=self.generator
+            )
         encoder = raw.encoder
         frames = None if encoder is None else encoder.frame_features(audio)
         s_strong, s_weak = raw.forward_features(student_mel, frames)
@@ -119,13 +133,22 @@ class _SEDStep:
         weight = consistency_weight(self.step + 1, rampup_steps=self.rampup_steps, const_max=cfg.const_max)
         loss_con = consistency_mse(s_strong, s_weak, t_strong, t_weak, weak_weight=cfg.weak_loss_weight)
         loss = loss_strong + cfg.weak_loss_weight * loss_weak + weight * loss_con
-        return {"loss": loss, "strong_bce": loss_strong.detach(), "weak_bce": loss_weak.detach(),
-                "consistency": loss_con.detach(), "consistency_weight": torch.tensor(weight)}
+        return {
+            "loss": loss,
+            "strong_bce": loss_strong.detach(),
+            "weak_bce": loss_weak.detach(),
+            "consistency": loss_con.detach(),
+            "consistency_weight": torch.tensor(weight),
+        }
 
 
 def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float) -> list[SEDClipDataset]:
-    return [SEDClipDataset(clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, n_frames=n_frames,
-                           frame_rate_hz=frame_rate) for split in cfg.train_splits]
+    return [
+        SEDClipDataset(
+            clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, n_frames=n_frames, frame_rate_hz=frame_rate
+        )
+        for split in cfg.train_splits
+    ]
 
 
 def _output_frames(model: SEDModel, cfg: AtstSedConfig) -> int:
@@ -162,14 +185,19 @@ def train_atst_sed(
         load_state_dict_strict(teacher.module, init_payload["mean_teacher"], source=f"{init_checkpoint} (mean_teacher)")
     n_frames = _output_frames(model, cfg)
     model.to(device), teacher.to(device)
-    loader = make_mixed_loader(_datasets(cfg, clips_dir, n_frames, model.frame_rate_hz), cfg.batch_sizes,
-                               seed=cfg.seed, num_workers=cfg.num_workers)
+    loader = make_mixed_loader(
+        _datasets(cfg, clips_dir, n_frames, model.frame_rate_hz),
+        cfg.batch_sizes,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+    )
     steps_per_epoch = len(loader)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     rampup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     optimizer = torch.optim.Adam(param_groups(model, cfg, phase), betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s + 1, rampup_steps=rampup_steps, total_steps=total_steps, cos_down=cfg.cos_down))
+        optimizer, lambda s: lr_factor(s + 1, rampup_steps=rampup_steps, total_steps=total_steps, cos_down=cfg.cos_down)
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     step_fn = _SEDStep(cfg, phase, teacher, generator, rampup_steps)
     windows = median_windows(cfg.median_window, len(class_names))
@@ -192,38 +220,63 @@ def train_atst_sed(
             metrics.update({f"valid/{name}_{k}": v for k, v in result.metrics.items()})
         metrics["valid/obj_metric"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
         if best.update(metrics["valid/obj_metric"], epoch) or not best_states:
-            best_states.update(student=copy.deepcopy(net.state_dict()), teacher=copy.deepcopy(teacher.module.state_dict()))
+            best_states.update(
+                student=copy.deepcopy(net.state_dict()), teacher=copy.deepcopy(teacher.module.state_dict())
+            )
         return metrics
 
     def on_metrics(metrics: dict[str, float], step: int) -> None:
         if tracker is not None:
             tracker.log_metrics(metrics, step)
 
-    history = fit(model, loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=device,
-                  evaluate=evaluate, on_metrics=on_metrics, on_optimizer_step=on_step, on_epoch_end=on_epoch_end,
-                  extra_state={"mean_teacher": teacher, "best": best}, seed=cfg.seed, desc=f"atst_stage{phase}",
-                  progress=cfg.progress)
+    history = fit(
+        model,
+        loader,
+        step_fn,
+        optimizer,
+        scheduler,
+        epochs=cfg.epochs,
+        device=device,
+        evaluate=evaluate,
+        on_metrics=on_metrics,
+        on_optimizer_step=on_step,
+        on_epoch_end=on_epoch_end,
+        extra_state={"mean_teacher": teacher, "best": best},
+        seed=cfg.seed,
+        desc=f"atst_stage{phase}",
+        progress=cfg.progress,
+    )
     if best_states:
         model.load_state_dict(best_states["student"])
         teacher.module.load_state_dict(best_states["teacher"])
     metrics = _final_metrics(model, teacher.module, clips_dir, cfg, windows, checkpoint.parent)
     metrics.update({"train/steps_per_epoch": float(steps_per_epoch), "train/best_epoch": float(best.best_epoch)})
-    save_checkpoint(checkpoint, {
-        "builder": cfg.model if init_payload is None else init_payload["builder"],
-        "builder_kwargs": {**model.builder_kwargs, "freeze_encoder": False},
-        "model": model.state_dict(), "mean_teacher": teacher.module.state_dict(),
-        "class_names": class_names, "sample_rate": int(model.sample_rate),
-        "config": {**dataclasses.asdict(cfg), "phase": phase}, "metrics": metrics,
-        "postprocessing": {"median_windows": windows, "frame_rate_hz": float(model.frame_rate_hz),
-                           "clip_duration_s": cfg.clip_duration_s},
-    })
+    save_checkpoint(
+        checkpoint,
+        {
+            "builder": cfg.model if init_payload is None else init_payload["builder"],
+            "builder_kwargs": {**model.builder_kwargs, "freeze_encoder": False},
+            "model": model.state_dict(),
+            "mean_teacher": teacher.module.state_dict(),
+            "class_names": class_names,
+            "sample_rate": int(model.sample_rate),
+            "config": {**dataclasses.asdict(cfg), "phase": phase},
+            "metrics": metrics,
+            "postprocessing": {
+                "median_windows": windows,
+                "frame_rate_hz": float(model.frame_rate_hz),
+                "clip_duration_s": cfg.clip_duration_s,
+            },
+        },
+    )
     if tracker is not None:
         tracker.log_metrics(metrics, history.steps[-1]["step"] if history.steps else 0)
     return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.epochs)
 
 
-def _final_metrics(student: nn.Module, teacher: nn.Module, clips_dir: Path, cfg: AtstSedConfig,
-                   windows: list[int], out_dir: Path) -> dict[str, float]:
+def _final_metrics(
+    student: nn.Module, teacher: nn.Module, clips_dir: Path, cfg: AtstSedConfig, windows: list[int], out_dir: Path
+) -> dict[str, float]:
     """valid and test metrics of both models; the test PSD-ROC curves go to `out_dir/psd_roc.{csv,png}`."""
     from audiopipe.metrics.sed import plot_roc, write_roc_csv
 
@@ -257,8 +310,11 @@ def param_groups(model: SEDModel, cfg: AtstSedConfig, phase: int) -> list[dict[s
     layer at lr_encoder * encoder_lr_scale ** depth (depth 0 = final norm, counting down to the embeddings)."""
     cnn = [p for n, p in model.named_parameters() if n.startswith("cnn.")]
     enc_prefix = f"{model.encoder_name}." if model.encoder_name else None
-    rnn = [p for n, p in model.named_parameters()
-           if not n.startswith("cnn.") and not (enc_prefix and n.startswith(enc_prefix))]
+    rnn = [
+        p
+        for n, p in model.named_parameters()
+        if not n.startswith("cnn.") and not (enc_prefix and n.startswith(enc_prefix))
+    ]
     groups = [{"params": cnn, "lr": cfg.lr_cnn, "name": "cnn"}, {"params": rnn, "lr": cfg.lr_rnn, "name": "rnn"}]
     if phase == 2 and model.encoder is not None:
         named = list(model.encoder.named_parameters())
@@ -266,8 +322,10 @@ def param_groups(model: SEDModel, cfg: AtstSedConfig, phase: int) -> list[dict[s
         by_depth: dict[int, list[nn.Parameter]] = {}
         for name, param in named:
             by_depth.setdefault(_encoder_depth(name, n_blocks), []).append(param)
-        groups += [{"params": ps, "lr": cfg.lr_encoder * cfg.encoder_lr_scale**d, "name": f"encoder_{d}"}
-                   for d, ps in sorted(by_depth.items())]
+        groups += [
+            {"params": ps, "lr": cfg.lr_encoder * cfg.encoder_lr_scale**d, "name": f"encoder_{d}"}
+            for d, ps in sorted(by_depth.items())
+        ]
     return groups
 
 
@@ -305,15 +363,25 @@ def predict_strong(model: nn.Module, h5_path: Path, *, duration_s: float, batch_
     return scores, dataset.reader
 
 
-def evaluate_split(model: nn.Module, h5_path: Path, cfg: AtstSedConfig, windows: list[int], *,
-                   operating_points: bool) -> Any:
+def evaluate_split(
+    model: nn.Module, h5_path: Path, cfg: AtstSedConfig, windows: list[int], *, operating_points: bool
+) -> Any:
     """`audiopipe.metrics.sed.evaluate_sed` of `model` on one packed split with strong labels."""
     from audiopipe.metrics.sed import evaluate_sed
 
     scores, reader = predict_strong(model, h5_path, duration_s=cfg.clip_duration_s, batch_size=cfg.eval_batch_size)
     names = reader.class_names
     truth = {cid: [(on, off, names[c]) for on, off, c in reader.events(i)] for i, cid in enumerate(reader.clip_ids)}
-    durations = {cid: min(cfg.clip_duration_s, reader.num_samples(i) / reader.sample_rate)
-                 for i, cid in enumerate(reader.clip_ids)}
-    return evaluate_sed(scores, truth, durations, class_names=names, frame_rate_hz=float(model.frame_rate_hz),
-                        median_windows=windows, operating_points=operating_points)
+    durations = {
+        cid: min(cfg.clip_duration_s, reader.num_samples(i) / reader.sample_rate)
+        for i, cid in enumerate(reader.clip_ids)
+    }
+    return evaluate_sed(
+        scores,
+        truth,
+        durations,
+        class_names=names,
+        frame_rate_hz=float(model.frame_rate_hz),
+        median_windows=windows,
+        operating_points=operating_points,
+    )

@@ -86,7 +86,9 @@ def fetch_packages(cache_dir: Path) -> dict[str, Path]:
                 "to build the procedural demo set instead."
             )
         specs = [f"{pkg}={PACKAGES[pkg]}" for pkg in missing]
-        proc = subprocess.run(["apt-get", "download", *specs], cwd=cache_dir, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["apt-get", "download", *specs], cwd=cache_dir, capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             raise DownloadError(
                 f"`apt-get download {' '.join(specs)}` failed: {proc.stderr.strip()[-400:]}. Run `apt-get update` "
@@ -145,7 +147,10 @@ def extract_recordings(debs: dict[str, Path], sample_rate: int) -> list[Recordin
                 recordings.append(Recording(f"{pkg}:{name}", label, _group(pkg, name), members[name][1], audio))
     speech = [r for r in recordings if r.label == "Speech"]
     if len(speech) > MAX_SPEECH_RECORDINGS:
-        keep = {r.key for r in sorted(speech, key=lambda r: hashlib.sha1(r.key.encode()).hexdigest())[:MAX_SPEECH_RECORDINGS]}
+        keep = {
+            r.key
+            for r in sorted(speech, key=lambda r: hashlib.sha1(r.key.encode()).hexdigest())[:MAX_SPEECH_RECORDINGS]
+        }
         recordings = [r for r in recordings if r.label != "Speech" or r.key in keep]
     return recordings
 
@@ -172,7 +177,9 @@ def _segments(rec: Recording, sample_rate: int) -> list[Foreground]:
     return [Foreground(rec.audio[a:b], rec.label, rec.key) for a, b in segment_events(rec.audio, sample_rate)]
 
 
-def _pool(recordings: list[Recording], splits: dict[str, str], sample_rate: int) -> dict[str, dict[str, list[Foreground]]]:
+def _pool(
+    recordings: list[Recording], splits: dict[str, str], sample_rate: int
+) -> dict[str, dict[str, list[Foreground]]]:
     """split -> class -> event segments (Speech: 1-3 words of one language concatenated)."""
     pool: dict[str, dict[str, list[Foreground]]] = {s: defaultdict(list) for s in SOUNDSCAPE_SPLITS}
     for rec in recordings:
@@ -215,10 +222,14 @@ def build_realmix(
     recordings = _cached_recordings(cache_dir, sample_rate)
     splits = assign_splits(recordings, seed)
     pool = _pool(recordings, splits, sample_rate)
-    backgrounds = {s: [r for r in recordings if r.label == BACKGROUND and splits[r.group] == s] for s in SOUNDSCAPE_SPLITS}
+    backgrounds = {
+        s: [r for r in recordings if r.label == BACKGROUND and splits[r.group] == s] for s in SOUNDSCAPE_SPLITS
+    }
     for split in SOUNDSCAPE_SPLITS:
         if not backgrounds[split] or not any(pool[split].values()):
-            raise DownloadError(f"realmix: split {split!r} has no backgrounds or no events; the packages look incomplete")
+            raise DownloadError(
+                f"realmix: split {split!r} has no backgrounds or no events; the packages look incomplete"
+            )
     if folder.exists():
         shutil.rmtree(folder)
     clips = []
@@ -246,10 +257,9 @@ def build_realmix(
             path = f"audio/{split}/{clip_id}.wav"
             save_audio(folder / path, audio, sample_rate)
             licences = sorted({r.licence for r in recordings if r.key in set(sources)})
-            clips.append(
-                Clip(clip_id, path, split, labels, tuple(events), source="; ".join(sources), licence="; ".join(licences),
-                     sha256=sha256_file(folder / path), duration_s=round(audio.shape[0] / sample_rate, 4))
-            )  # fmt: skip
+            meta = {"source": "; ".join(sources), "licence": "; ".join(licences), "sha256": sha256_file(folder / path)}
+            duration = round(audio.shape[0] / sample_rate, 4)
+            clips.append(Clip(clip_id, path, split, labels, tuple(events), duration_s=duration, **meta))
     write_metadata(folder, clips, DEFAULT_CLASSES)
     return clips
 

@@ -165,6 +165,8 @@ class EATEncoder(nn.Module):
         (2, 33, 32)
     """
 
+    pos_embed: torch.Tensor
+
     def __init__(
         self,
         embed_dim: int,

@@ -14,6 +14,8 @@ patch of every clone (masked patches replaced by noise tokens); it exists to mea
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -95,7 +97,8 @@ class EATPretrainer(nn.Module):
     @torch.no_grad()
     def targets(self, spectrogram: torch.Tensor) -> torch.Tensor:
         """Teacher targets `(B, N, D)` from the full, unmasked clips (one pass shared by all clones)."""
-        _, layer_results = self.ema_teacher.module.forward_layers(spectrogram)
+        teacher = cast(EATEncoder, self.ema_teacher.module)
+        _, layer_results = teacher.forward_layers(spectrogram)
         return teacher_targets([m[:, 1:] for m in layer_results])  # drop the CLS row of each layer
 
     def forward(

@@ -90,7 +90,9 @@ class MobileNetTagger(nn.Module):
         return self.embed(waveform)[0]
 
 
-def load_official_weights(module: MobileNetTagger | MobileNetV3, source: str | Path | Mapping[str, torch.Tensor]) -> None:
+def load_official_weights(
+    module: MobileNetTagger | MobileNetV3, source: str | Path | Mapping[str, torch.Tensor]
+) -> None:
     """Load an official EfficientAT MN state dict (file or mapping) strictly into `module` (or `module.net`).
 
     Raises:

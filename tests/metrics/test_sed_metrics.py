@@ -34,31 +34,35 @@ def _generate(seed: int, n_clips: int = 8, perfect: bool = False):
         for c, label in enumerate(CLASSES):
             fp = int(rng.integers(0, N_FRAMES - 6))
             if not perfect:
-                s[c, fp:fp + 6] = rng.choice(LEVELS[:3])  # a false alarm (or an extra hit inside an event)
+                s[c, fp : fp + 6] = rng.choice(LEVELS[:3])  # a false alarm (or an extra hit inside an event)
             if not present[c]:
                 continue
             # 10..19 frames and shifts of <= 4 frames keep every boundary off the 200-ms collar (no float ties)
             on, length = int(rng.integers(0, 130)), int(rng.integers(10, 20))
             events.append((on / RATE, (on + length) / RATE, label))
             if perfect:
-                s[c, on:on + length] = 0.9
+                s[c, on : on + length] = 0.9
                 continue
             shift = int(rng.integers(-4, 5))  # imprecise boundaries
-            s[c, max(on + shift, 0):on + length + shift] = rng.choice(LEVELS)
+            s[c, max(on + shift, 0) : on + length + shift] = rng.choice(LEVELS)
         scores[clip], truth[clip], durations[clip] = s, events, 10.0
     return scores, truth, durations
 
 
 def _frames(scores):
-    return {c: sed.scores_dataframe(s, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0) for c, s in scores.items()}
+    return {
+        c: sed.scores_dataframe(s, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0) for c, s in scores.items()
+    }
 
 
 def _tables(scores, thresholds):
     return {
-        t: sed.events_dataframe({
-            c: sed.scores_to_events(s, t, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
-            for c, s in scores.items()
-        })
+        t: sed.events_dataframe(
+            {
+                c: sed.scores_to_events(s, t, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
+                for c, s in scores.items()
+            }
+        )
         for t in thresholds
     }
 
@@ -83,8 +87,15 @@ def test_perfect_detections_give_psds_close_to_one() -> None:
 def test_empty_detections_give_zero_psds_and_f1() -> None:
     scores, truth, durations = _generate(seed=3)
     empty = {c: np.zeros_like(s) for c, s in scores.items()}
-    result = sed.evaluate_sed(empty, truth, durations, class_names=CLASSES, frame_rate_hz=RATE,
-                              median_windows=[1, 1, 1], operating_points=False)
+    result = sed.evaluate_sed(
+        empty,
+        truth,
+        durations,
+        class_names=CLASSES,
+        frame_rate_hz=RATE,
+        median_windows=[1, 1, 1],
+        operating_points=False,
+    )
     assert result.metrics["psds1"] == 0.0
     assert result.metrics["event_f1"] == 0.0
     assert result.metrics["intersection_f1"] == 0.0
@@ -92,8 +103,10 @@ def test_empty_detections_give_zero_psds_and_f1() -> None:
 
 def test_perfect_detections_give_f1_one() -> None:
     scores, truth, durations = _generate(seed=4, perfect=True)
-    detections = {c: sed.scores_to_events(s, 0.5, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
-                  for c, s in scores.items()}
+    detections = {
+        c: sed.scores_to_events(s, 0.5, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
+        for c, s in scores.items()
+    }
     assert sed.event_f1(detections, truth) == pytest.approx(1.0)
     assert sed.intersection_f1(sed.events_dataframe(detections), truth, durations) == pytest.approx(1.0)
 
@@ -102,11 +115,14 @@ def test_event_f1_matches_sed_scores_eval_collar_fscore() -> None:
     from sed_scores_eval import collar_based
 
     scores, truth, _ = _generate(seed=5)
-    detections = {c: sed.scores_to_events(s, 0.6, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
-                  for c, s in scores.items()}
+    detections = {
+        c: sed.scores_to_events(s, 0.6, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
+        for c, s in scores.items()
+    }
     ours = sed.event_f1(detections, truth)
-    theirs, *_ = collar_based.fscore(_frames(scores), truth, threshold=0.6, onset_collar=0.2, offset_collar=0.2,
-                                     offset_collar_rate=0.2)
+    theirs, *_ = collar_based.fscore(
+        _frames(scores), truth, threshold=0.6, onset_collar=0.2, offset_collar=0.2, offset_collar_rate=0.2
+    )
     assert 0.0 < ours < 1.0
     assert ours == pytest.approx(theirs["macro_average"], abs=1e-6)
 
@@ -115,11 +131,12 @@ def test_intersection_f1_matches_sed_scores_eval() -> None:
     from sed_scores_eval import intersection_based
 
     scores, truth, durations = _generate(seed=6)
-    detections = {c: sed.scores_to_events(s, 0.6, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
-                  for c, s in scores.items()}
+    detections = {
+        c: sed.scores_to_events(s, 0.6, frame_rate_hz=RATE, class_names=CLASSES, duration_s=10.0)
+        for c, s in scores.items()
+    }
     ours = sed.intersection_f1(sed.events_dataframe(detections), truth, durations)
-    theirs, *_ = intersection_based.fscore(_frames(scores), truth, threshold=0.6, dtc_threshold=0.5,
-                                           gtc_threshold=0.5)
+    theirs, *_ = intersection_based.fscore(_frames(scores), truth, threshold=0.6, dtc_threshold=0.5, gtc_threshold=0.5)
     assert 0.0 < ours < 1.0
     assert ours == pytest.approx(theirs["macro_average"], abs=1e-6)
 
@@ -159,8 +176,15 @@ def test_merge_connected_joins_touching_same_class_events() -> None:
 
 def test_evaluate_sed_reports_all_metrics_and_writes_curves(tmp_path) -> None:
     scores, truth, durations = _generate(seed=7, n_clips=3)
-    result = sed.evaluate_sed(scores, truth, durations, class_names=CLASSES, frame_rate_hz=RATE,
-                              median_windows=[3, 3, 3], operating_points=False)
+    result = sed.evaluate_sed(
+        scores,
+        truth,
+        durations,
+        class_names=CLASSES,
+        frame_rate_hz=RATE,
+        median_windows=[3, 3, 3],
+        operating_points=False,
+    )
     assert set(result.metrics) == {"psds1", "psds2", "event_f1", "intersection_f1"}
     assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
     sed.write_roc_csv(tmp_path / "roc.csv", result.rocs)
@@ -172,5 +196,11 @@ def test_evaluate_sed_reports_all_metrics_and_writes_curves(tmp_path) -> None:
 
 def test_evaluate_sed_without_events_raises() -> None:
     with pytest.raises(ValueError, match="no ground-truth events"):
-        sed.evaluate_sed({"a": np.zeros((3, 10))}, {"a": []}, {"a": 1.0}, class_names=CLASSES, frame_rate_hz=RATE,
-                         median_windows=[1, 1, 1])
+        sed.evaluate_sed(
+            {"a": np.zeros((3, 10))},
+            {"a": []},
+            {"a": 1.0},
+            class_names=CLASSES,
+            frame_rate_hz=RATE,
+            median_windows=[1, 1, 1],
+        )

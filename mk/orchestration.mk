@@ -1,0 +1,15 @@
+# Local UIs for the orchestration tools (included from the Makefile). Both bind to 127.0.0.1 only:
+# neither server has authentication, so never expose them on 0.0.0.0 (tunnel with `ssh -L` instead).
+MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
+PREFECT_HOME_DIR ?= $(CURDIR)/.prefect
+
+.PHONY: mlflow-ui prefect-ui
+
+mlflow-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the embedded sqlite store
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+prefect-ui: install  ## Prefect server + UI on http://127.0.0.1:$(PREFECT_PORT) (sqlite database under .prefect/)
+	@echo "clients: export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api; then python flows/serve.py"
+	PREFECT_HOME=$(PREFECT_HOME_DIR) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)

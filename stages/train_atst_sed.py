@@ -1,0 +1,72 @@
+"""DVC stages `atst_stage1` / `atst_stage2`: ATST-SED semi-supervised SED training, one script with --phase.
+
+Reads the params section `atst_stage<phase>`, the packed clips under --clips (train/weak/unlabelled for
+training, valid for model selection, test for the final numbers), the frame-encoder weights --encoder
+(phase 1; our pretrain_eat output by default) or phase 1's checkpoint --init (phase 2); writes
+--out/model.pt (student + mean teacher), --out/metrics.json and the test PSD-ROC (--out/psd_roc.csv, .png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from audiopipe.audio.io import write_json_atomic
+from audiopipe.config import AtstSedConfig, TrackingConfig, load_params
+from audiopipe.tracking import stage_run
+from audiopipe.training.finetune_sed import train_atst_sed
+
+log = logging.getLogger(__name__)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", type=int, choices=(1, 2), required=True, help="1: encoder frozen, 2: fine-tune all")
+    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        default=None,
+        help="phase 1: frame-encoder weights (data/pretrain_eat/eat.pt, or an ATST-Frame checkpoint)",
+    )
+    parser.add_argument("--init", type=Path, default=None, help="phase 2: phase 1's model.pt")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (data/atst_stage<phase>)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    section = f"atst_stage{args.phase}"
+    if args.phase == 2 and args.init is None:
+        raise SystemExit("--phase 2 needs --init (phase 1's model.pt)")
+    cfg = load_params(section, AtstSedConfig, args.params)
+    tracking = load_params("tracking", TrackingConfig, args.params)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with stage_run(section, params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+        result = train_atst_sed(
+            cfg,
+            phase=args.phase,
+            clips_dir=args.clips,
+            encoder_checkpoint=args.encoder,
+            init_checkpoint=args.init,
+            checkpoint=args.out / "model.pt",
+            tracker=run,
+        )
+        run.log_artifact(args.out / "psd_roc.png")
+    write_json_atomic(args.out / "metrics.json", result.metrics)
+    m = result.metrics
+    log.info(
+        "%s: test PSDS1 student %.4f / teacher %.4f, PSDS2 student %.4f / teacher %.4f",
+        section,
+        m["test/student_psds1"],
+        m["test/teacher_psds1"],
+        m["test/student_psds2"],
+        m["test/teacher_psds2"],
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

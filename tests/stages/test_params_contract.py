@@ -1,0 +1,93 @@
+"""The contract tying dvc.yaml, params.yaml and config.py together.
+
+Rules: every DVC stage lists exactly one params section, its own (stage key == section name). Sections that
+are not DVC stages are `tracking` (read by every stage script but not a DVC param: it changes no output, so
+switching MLflow off must not invalidate the cache) and `sweep` (read only by `audiopipe sweep`). Every section
+of params.yaml has exactly the fields of its dataclass, and every sweep space names fields of its stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from audiopipe import config as C
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTIONS: dict[str, type] = {
+    "download": C.DownloadConfig,
+    "resample": C.ResampleConfig,
+    "pack_hdf5": C.PackHdf5Config,
+    "pretrain_eat": C.PretrainEatConfig,
+    "finetune_eat": C.FinetuneEatConfig,
+    "predict_teacher": C.PredictTeacherConfig,
+    "distill_mobilenet": C.DistillMobilenetConfig,
+    "distill_mobilenet_nokd": C.DistillMobilenetConfig,
+    "atst_stage1": C.AtstSedConfig,
+    "atst_stage2": C.AtstSedConfig,
+    "evaluate": C.EvaluateConfig,
+    "tracking": C.TrackingConfig,
+    "sweep": C.SweepConfig,
+}
+NOT_STAGES = {"tracking", "sweep"}
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("stage", sorted(DVC))
+def test_dvc_stage_lists_exactly_its_own_section(stage: str) -> None:
+    assert DVC[stage].get("params") == [stage]
+
+
+def test_every_section_is_a_stage_or_a_declared_shared_block() -> None:
+    assert set(PARAMS) == set(DVC) | NOT_STAGES
+    assert set(SECTIONS) == set(PARAMS)
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_params_keys_equal_dataclass_fields(section: str) -> None:
+    cls = SECTIONS[section]
+    assert set(PARAMS[section]) == {f.name for f in dataclasses.fields(cls)}
+    C.load_params(section, cls, ROOT / "params.yaml")  # types check out too
+
+
+@pytest.mark.parametrize("stage", sorted(PARAMS["sweep"]["stages"]))
+def test_sweep_spaces_name_fields_of_their_stage(stage: str) -> None:
+    optuna = pytest.importorskip("optuna")
+    from audiopipe.sweep import TARGETS, apply_overrides, suggest
+
+    sweep = C.load_params("sweep", C.SweepConfig, ROOT / "params.yaml")
+    space = sweep.stages[stage].space
+    assert stage in TARGETS, f"sweep.stages.{stage} has no entry in audiopipe.sweep.TARGETS"
+    low = {k: v["choices"][0] if "choices" in v else v["low"] for k, v in space.items()}
+    base = C.load_params(stage, SECTIONS[stage], ROOT / "params.yaml")
+    apply_overrides(base, suggest(optuna.trial.FixedTrial(low), space))
+    assert sweep.stages[stage].direction in ("maximize", "minimize")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tracking: {enabled: true, experiment: x, colour: red}\n", "colour"),
+        ("tracking: {enabled: true}\n", "experiment"),
+        ("tracking: {enabled: 'yes', experiment: x}\n", "tracking.enabled"),
+        ("other: {}\n", "no section 'tracking'"),
+    ],
+)
+def test_load_params_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError, match=message):
+        C.load_params("tracking", C.TrackingConfig, path)
+
+
+def test_sweep_stage_entries_are_typed(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("sweep: {pruner: median, n_startup_trials: 1, n_warmup_steps: 0, seed: 0,\n"
+                    "        stages: {x: {metric: m, direction: maximize}}}\n")
+    with pytest.raises(C.ConfigError, match="space"):
+        C.load_params("sweep", C.SweepConfig, path)
