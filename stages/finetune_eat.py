@@ -39,7 +39,8 @@ def main() -> None:
     with stage_run("finetune_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = finetune_eat(cfg, clips_dir=args.clips, pretrained=pretrained, checkpoint=args.out / "eat_tagger.pt",
                               tracker=run)
-    write_json_atomic(args.out / "metrics.json", {k: v if math.isfinite(v) else None for k, v in result.metrics.items()})
+    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
+    write_json_atomic(args.out / "metrics.json", metrics)
     log.info("finetune_eat (init %s): valid/mAP=%.4f (class-prior baseline %.4f), checkpoint %s", cfg.init,
              result.metrics["valid/mAP"], result.metrics["valid/mAP_prior"], args.out / "eat_tagger.pt")
 

@@ -38,7 +38,8 @@ def main() -> None:
     with stage_run("predict_teacher", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = predict_teacher(cfg, clips_dir=args.clips, checkpoints=list(args.checkpoints),
                                  out=args.out / "predictions.h5", tracker=run)
-    write_json_atomic(args.out / "metrics.json", {k: v if math.isfinite(v) else None for k, v in result.metrics.items()})
+    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
+    write_json_atomic(args.out / "metrics.json", metrics)
     log.info("predict_teacher: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
 
 

@@ -43,7 +43,8 @@ def main() -> None:
     writer.writeheader()
     writer.writerows(result.history)
     write_text_atomic(args.out / "loss_curve.csv", text.getvalue())
-    write_json_atomic(args.out / "metrics.json", {k: v if math.isfinite(v) else None for k, v in result.metrics.items()})
+    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
+    write_json_atomic(args.out / "metrics.json", metrics)
     log.info("pretrain_eat: loss %.4f -> %.4f over %d steps, checkpoint %s", result.metrics["train/loss_first"],
              result.metrics["train/loss_last"], int(result.metrics["train/steps"]), args.out / "eat.pt")
 

@@ -182,3 +182,24 @@ def test_trials_are_nested_mlflow_runs(tmp_path: Path, fake_task: FakeTask, monk
     assert trials[3].data.params["batch_size"] in ("2", "3")
     assert [m.value for m in client.get_metric_history(trials[3].info.run_id, "valid/mAP")] == [0.95] * 3
     assert parent.data.metrics["best/valid/mAP"] == pytest.approx(0.95)
+
+
+def test_cli_runs_a_sweep_and_prints_the_dvc_exp_command(tmp_path: Path, fake_task: FakeTask, capsys) -> None:  # noqa: ANN001
+    import argparse
+
+    from audiopipe.commands import sweep as command
+
+    space = {"metric": "valid/mAP", "direction": "maximize", "space": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}}}
+    params = {"fake": dataclasses.asdict(BASE), "tracking": {"enabled": False, "experiment": "x"},
+              "sweep": {"pruner": "hyperband", "n_startup_trials": 1, "n_warmup_steps": 0, "seed": 0,
+                        "stages": {"fake": space}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["fake", "--n-trials", "2", "--params", str(tmp_path / "params.yaml"),
+                              "--out", str(tmp_path / "out")])
+    assert command.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "1 complete, 0 pruned, 1 failed" in printed
+    assert "apply with:  dvc exp run -S 'fake.lr=" in printed
+    assert (tmp_path / "out" / "best_params.yaml").is_file()

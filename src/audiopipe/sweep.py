@@ -165,7 +165,8 @@ def init_study(storage: str, study_name: str, direction: str) -> None:
 
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be maximize or minimize, got {direction!r}")
-    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction, load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
+                                direction=optuna.study.StudyDirection[direction.upper()])
     engine = getattr(study._storage, "engine", None)  # release SQLite handles before others open the file
     if engine is not None:
         engine.dispose()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from eat_configs import predict_cfg
 
+from audiopipe.config import PredictTeacherConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.manifests import DEFAULT_CLASSES
 from audiopipe.data.predictions import PredictionsError, read_attrs, read_predictions
@@ -16,6 +17,16 @@ from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import build_model, load_model
 from audiopipe.training.checkpoint import save_checkpoint
 from audiopipe.training.predict import predict_teacher
+
+PREDICT: dict[str, Any] = dict(
+    extra_checkpoints=[], splits=["train", "valid", "test", "weak", "unlabelled"], clip_seconds=1.0, batch_size=3,
+    seed=0, device="cpu", amp="none", num_workers=0,
+)
+
+
+def predict_cfg(**overrides: Any) -> PredictTeacherConfig:
+    return PredictTeacherConfig(**{**PREDICT, **overrides})
+
 
 KWARGS = {"size": "eat_demo", "n_classes": len(DEFAULT_CLASSES), "target_frames": 96, "drop_path_rate": 0.0}
 

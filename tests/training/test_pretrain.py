@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from audiopipe.config import PretrainEatConfig
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
 from audiopipe.models.eat.encoder import EATEncoder
 from audiopipe.training.checkpoint import load_checkpoint
 from audiopipe.training.pretrain import open_splits, pretrain_eat
-from eat_configs import pretrain_cfg
+
+PRETRAIN: dict[str, Any] = dict(
+    preset="eat_demo", splits=["train", "valid", "weak", "unlabelled"], clip_seconds=1.0, target_frames=96,
+    mask_ratio=0.8, clones=2, epochs=2, batch_size=3, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95),
+    warmup_fraction=0.2, max_grad_norm=4.0, ema_decay_start=0.9, ema_decay_end=0.99, ema_anneal_steps=10,
+    checkpoint_every_steps=0, seed=0, device="cpu", amp="none", num_workers=0,
+)
+
+
+def pretrain_cfg(**overrides: Any) -> PretrainEatConfig:
+    return PretrainEatConfig(**{**PRETRAIN, **overrides})
+
 
 
 @pytest.fixture(scope="module")

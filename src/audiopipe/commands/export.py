@@ -16,6 +16,7 @@ import argparse
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ class ExportableMel(nn.Module):
         >>> bool(torch.allclose(ExportableMel(mel)(x), mel(x), atol=1e-3))
         True
     """
+
+    dft: torch.Tensor
+    banks: torch.Tensor
 
     def __init__(self, mel: EfficientATMel) -> None:
         super().__init__()
@@ -65,7 +69,7 @@ class ExportableTagger(nn.Module):
     def __init__(self, tagger: nn.Module) -> None:
         super().__init__()
         self.mel = ExportableMel(tagger.mel)  # type: ignore[arg-type]
-        self.net = tagger.net
+        self.net: Any = tagger.net
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.net(self.mel(waveform))[0]

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     encoder, mean, std = load_encoder(args.checkpoint)
     encoder.to(device)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    failed, used = 0, set()
+    failed, used = 0, set[Path]()
     for path in args.files:
         try:
             waveform, sample_rate = load_audio(path, mono=True)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_trials < 1:
         raise SystemExit("audiopipe sweep: --n-trials must be >= 1")
     config_cls, _ = TARGETS[args.stage].resolve()
-    base_cfg = load_params(args.stage, config_cls, args.params)
+    base_cfg: object = load_params(args.stage, config_cls, args.params)
     sweep_cfg = load_params("sweep", SweepConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     summary = run_sweep(

@@ -92,13 +92,15 @@ def tag_waveform(
         device = next(tagger.model.parameters()).device
         audio = resample(waveform, sample_rate, tagger.sample_rate)
         length = round(span * tagger.sample_rate)
-        chunks = []
-        for start_s in starts:
-            begin = round(start_s * tagger.sample_rate)
-            piece = audio[begin:begin + length]
-            chunks.append(np.pad(piece, (0, length - piece.shape[0])))
-        batch = torch.from_numpy(np.stack(chunks))
-        out = torch.cat([tagger.model(part.to(device)).float().cpu() for part in batch.split(batch_size)])
+        outputs = []
+        for first in range(0, len(starts), batch_size):  # windows are cut per batch: hours of audio stay cheap
+            chunks = []
+            for start_s in starts[first:first + batch_size]:
+                begin = round(start_s * tagger.sample_rate)
+                piece = audio[begin:begin + length]
+                chunks.append(np.pad(piece, (0, length - piece.shape[0])))
+            outputs.append(tagger.model(torch.from_numpy(np.stack(chunks)).to(device)).float().cpu())
+        out = torch.cat(outputs)
         logits_sum = out if logits_sum is None else logits_sum + out
     if logits_sum is None:
         raise ValueError("no tagger given")
@@ -147,7 +149,7 @@ def _write_table(result: dict[str, Any], out: TextIO) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (any format ffmpeg reads)")
     parser.add_argument("--checkpoint", type=Path, action="extend", nargs="+", default=None,
-                        help=f"tagger checkpoint(s); several = ensemble of averaged logits (default {DEFAULT_CHECKPOINT})")
+                        help=f"tagger checkpoint(s); several = ensemble of mean logits (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--top-k", type=int, default=10, help="labels to print per file or window")
     parser.add_argument("--windows", action="store_true", help="report every window instead of the pooled mean")
     parser.add_argument("--window-s", type=float, default=10.0, help="window length in seconds")

@@ -52,7 +52,7 @@ class _StudentStep(nn.Module):
 
     def __init__(self, tagger: nn.Module) -> None:
         super().__init__()
-        self.tagger = tagger
+        self.tagger: Any = tagger
 
     def forward(self, audio: torch.Tensor, lam: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
         mel = mix(self.tagger.mel(audio), lam, partner)
@@ -136,10 +136,11 @@ def distill_mobilenet(
     if valid.class_names != train.class_names or valid.sample_rate != train.sample_rate:
         raise ValueError(f"{clips_dir}: train and valid packs differ in labels or sample rate")
     use_teacher = cfg.kd_lambda < 1.0
-    if use_teacher and teacher_h5 is None:
-        raise ValueError(f"kd_lambda={cfg.kd_lambda} < 1 needs teacher predictions (--teacher)")
-    teacher = align_teacher(Path(teacher_h5), cfg.train_split, train.reader.clip_ids, train.class_names) \
-        if use_teacher else None  # type: ignore[arg-type]
+    teacher = None
+    if use_teacher:
+        if teacher_h5 is None:
+            raise ValueError(f"kd_lambda={cfg.kd_lambda} < 1 needs teacher predictions (--teacher)")
+        teacher = align_teacher(Path(teacher_h5), cfg.train_split, train.reader.clip_ids, train.class_names)
 
     torch.manual_seed(cfg.seed)
     kwargs = _student_kwargs(cfg, len(train.class_names), train.sample_rate)
@@ -147,7 +148,8 @@ def distill_mobilenet(
     model = _StudentStep(tagger)
     n_train = cfg.epoch_len or len(train)
     sampler = (
-        WeightedEpochSampler(sample_weights(train.reader.all_targets, cfg.sampling_offset), n_train, cfg.seed)
+        WeightedEpochSampler(sample_weights(train.reader.all_targets, cfg.sampling_offset).tolist(), n_train,
+                             cfg.seed)
         if cfg.weighted_sampling else None
     )
     train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, sampler=sampler,
@@ -178,14 +180,14 @@ def distill_mobilenet(
 
     def evaluate(net: nn.Module, epoch: int) -> dict[str, float]:
         device = next(net.parameters()).device
-        logits, targets = predict_logits(net.tagger, valid_loader, device)
+        logits, targets = predict_logits(tagger, valid_loader, device)  # tagger is net.tagger
         scores = tagging_metrics(targets, logits)
         loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)).item()
         metrics = {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"],
                    "valid/d_prime": scores["d_prime"], "valid/loss": loss}
         if best.update(scores["mAP"], epoch) or best.best_epoch < 0:  # NaN mAP: keep the latest
             save_checkpoint(checkpoint, {
-                "builder": BUILDER, "builder_kwargs": kwargs, "model": net.tagger.state_dict(),
+                "builder": BUILDER, "builder_kwargs": kwargs, "model": tagger.state_dict(),
                 "class_names": list(train.class_names), "sample_rate": int(train.sample_rate),
                 "config": config, "metrics": {**metrics, "epoch": float(epoch)},
             })

@@ -158,7 +158,7 @@ def finetune_eat(
     class_names, sample_rate = train_sets[0].class_names, train_sets[0].sample_rate
     if valid_set.class_names != class_names or valid_set.sample_rate != sample_rate:
         raise ValueError(f"{valid_set.reader.path}: class list or sample rate differs from the training splits")
-    train = ConcatDataset(train_sets)
+    train: ConcatDataset[dict[str, Any]] = ConcatDataset(train_sets)
     drop_last = len(train) >= cfg.batch_size
     loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
                          drop_last=drop_last)

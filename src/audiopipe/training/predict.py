@@ -55,7 +55,7 @@ def load_teachers(paths: Sequence[Path], class_names: Sequence[str]) -> tuple[li
             raise TypeError(f"{path}: {type(model).__name__} is not a tagger (no .sample_rate); "
                             "pass a fine-tuned tagger checkpoint such as eat_tagger.pt")
         models.append(model.eval())
-        parts.append(f"{payload['builder']}:{Path(path).name}@{_file_digest(Path(path))}")
+        parts.append(f"{payload['builder']}:{path.name}@{_file_digest(path)}")
     return models, " + ".join(parts)
 
 
@@ -68,14 +68,14 @@ def ensemble_logits(models: Sequence[nn.Module], loader: DataLoader, sample_rate
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     for batch in loader:
         audio = batch["audio"].to(device)
-        total = None
+        total = torch.zeros(())
         for model in models:
             rate = int(model.sample_rate)  # type: ignore[arg-type]
             wave = audio if rate == sample_rate else torchaudio.functional.resample(audio, sample_rate, rate)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda"):
                 logits = model(wave).float()
-            total = logits if total is None else total + logits
-        chunks.append((total / len(models)).cpu())  # type: ignore[operator]
+            total = total.to(logits.device) + logits
+        chunks.append((total / len(models)).cpu())
         clip_ids.extend(batch["clip_id"])
     return clip_ids, torch.cat(chunks).numpy()
 
@@ -97,9 +97,9 @@ def predict_teacher(
         raise FileNotFoundError(f"{clips_dir}: none of the splits {cfg.splits} is packed; run pack_hdf5 first")
     datasets = {s: ClipDataset(clips_dir / f"{s}.h5", duration_s=cfg.clip_seconds) for s in splits}
     class_names = datasets[splits[0]].class_names
-    for split, ds in datasets.items():
+    for ds in datasets.values():
         check_class_names(ds.class_names, class_names, str(ds.reader.path))
-    paths = [Path(p) for p in [*checkpoints, *cfg.extra_checkpoints]]
+    paths = [Path(p) for p in checkpoints] + [Path(p) for p in cfg.extra_checkpoints]
     models, teacher = load_teachers(paths, class_names)
     device = distributed.resolve_device(cfg.device)
     models = [m.to(device) for m in models]

@@ -117,10 +117,13 @@ def pretrain_eat(
         epoch_losses.clear()
         return {"train/epoch_loss": mean}
 
+    def ema_step(step: int) -> None:
+        model.ema_update(step)  # teacher follows the student after every optimizer step (spec §3.1 step 6)
+
     history = fit(
         model, loader, _SpectrogramStep(frontend), optimizer, scheduler,
         epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, max_grad_norm=cfg.max_grad_norm,
-        evaluate=evaluate, on_metrics=on_metrics, on_optimizer_step=model.ema_update, on_epoch_end=on_epoch_end,
+        evaluate=evaluate, on_metrics=on_metrics, on_optimizer_step=ema_step, on_epoch_end=on_epoch_end,
         resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"), resume_key=repr(to_dict(cfg)),
         checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="pretrain_eat",
     )

@@ -30,7 +30,8 @@ def _warmup(step: int, warmup_steps: int, warmup_start: float) -> float:
 
 def _check(warmup_steps: int, total_steps: int) -> None:
     if total_steps <= 0 or warmup_steps < 0 or warmup_steps > total_steps:
-        raise ValueError(f"need 0 <= warmup_steps <= total_steps and total_steps > 0, got {warmup_steps}, {total_steps}")
+        raise ValueError(f"need 0 <= warmup_steps <= total_steps and total_steps > 0, "
+                         f"got warmup_steps={warmup_steps}, total_steps={total_steps}")
 
 
 def warmup_cosine_factor(

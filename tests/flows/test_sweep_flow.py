@@ -1,0 +1,37 @@
+"""flows/sweep.py and flows/search_spaces.py: the declared spaces are checked before any worker starts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("prefect")
+from audiopipe.sweep import TARGETS  # noqa: E402
+from flows.search_spaces import SUGGEST, suggest_distill_mobilenet  # noqa: E402
+from flows.sweep import check_space  # noqa: E402
+
+
+def test_every_suggester_has_a_sweep_target() -> None:
+    assert set(SUGGEST) <= set(TARGETS)
+
+
+def test_kd_space_draws_lambda_and_temperature() -> None:
+    space = {"kd_lambda": {"low": 0.1, "high": 0.9}, "temperature": {"choices": [1.0, 2.0]}}
+    values = suggest_distill_mobilenet(optuna.trial.FixedTrial({"kd_lambda": 0.5, "temperature": 2.0}), space)
+    assert values == {"kd_lambda": 0.5, "temperature": 2.0}
+
+
+def test_untunable_key_is_rejected() -> None:
+    with pytest.raises(ValueError, match="n_mels"):
+        suggest_distill_mobilenet(optuna.trial.FixedTrial({"n_mels": 64}), {"n_mels": {"choices": [64]}})
+
+
+def test_repository_space_passes_the_check() -> None:
+    cfg = check_space("distill_mobilenet", ROOT)
+    assert cfg.stages["distill_mobilenet"].metric == "valid/mAP"
