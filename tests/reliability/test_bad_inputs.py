@@ -19,7 +19,7 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -81,7 +81,6 @@ class Case:
     act: Callable[[Workspace], str]
     error: type[BaseException] | tuple[type[BaseException], ...] | None
     expect: str
-    tags: tuple[str, ...] = field(default=())
 
 
 # ---------------------------------------------------------------- audio through the resample stage's task
@@ -518,32 +517,32 @@ CASES: list[Case] = [
     Case("huge_file_streamed", _huge_file, None, r"long\.wav streamed"),
     # metadata (read by pack_hdf5): refused with file:line and the fix; the earlier pack stays
     Case("unknown_label_weak", _meta(_append("weak.tsv", "audio/train/a.wav\tDog,Unicorn")), ManifestError,
-         rf"weak\.tsv:5: unknown label 'Unicorn'; add it to classes\.txt"),
+         r"weak\.tsv:5: unknown label 'Unicorn'; add it to classes\.txt"),
     Case("unknown_label_strong", _meta(_append("strong.tsv", "audio/train/a.wav\t0.1\t0.2\tHorse")), ManifestError,
-         rf"strong\.tsv:4: unknown label 'Horse'; add it to classes\.txt"),
+         r"strong\.tsv:4: unknown label 'Horse'; add it to classes\.txt"),
     Case("malformed_tsv_columns", _meta(_append("strong.tsv", "audio/train/a.wav 0.1 0.2 Dog")), ManifestError,
-         rf"strong\.tsv:4: malformed row .* fix or delete the line"),
+         r"strong\.tsv:4: malformed row .* fix or delete the line"),
     Case("malformed_tsv_header", _meta(_replace_text("strong.tsv", "event_label", "label")), ManifestError,
-         rf"strong\.tsv:1: expected the header .*fix the first line"),
+         r"strong\.tsv:1: expected the header .*fix the first line"),
     Case("malformed_manifest_json", _meta(_append("manifest.jsonl", '{"clip_id": "d", "path": ')), ManifestError,
-         rf"manifest\.jsonl:4: malformed manifest row .*fix or delete the line"),
+         r"manifest\.jsonl:4: malformed manifest row .*fix or delete the line"),
     Case("malformed_csv_esc50", _esc50_bad_csv, (DownloadError, ManifestError),
          rf"esc50\.csv.*(fold|column).*{TODO}"),
     Case("malformed_labels_tsv_folder", _folder_bad_labels, DownloadError,
-         rf"labels\.tsv:3: expected filename<TAB>split<TAB>labels"),
+         r"labels\.tsv:3: expected filename<TAB>split<TAB>labels"),
     Case("duplicate_clip_in_manifest",
          _meta(_append("manifest.jsonl", json.dumps({"clip_id": "a", "path": "audio/weak/a2.wav", "split": "weak"}))),
-         ManifestError, rf"manifest\.jsonl: duplicate clip name 'a' .*must be unique"),
+         ManifestError, r"manifest\.jsonl: duplicate clip name 'a' .*must be unique"),
     Case("duplicate_clip_in_weak_tsv", _meta(_append("weak.tsv", "audio/train/a.wav\tCat")), ManifestError,
-         rf"weak\.tsv:5: duplicate clip name 'audio/train/a\.wav'; list each clip once"),
+         r"weak\.tsv:5: duplicate clip name 'audio/train/a\.wav'; list each clip once"),
     Case("onset_after_offset", _meta(_append("strong.tsv", "audio/train/a.wav\t0.2\t0.1\tDog")), ManifestError,
-         rf"strong\.tsv:4: event 0\.2-0\.1 s must satisfy 0 <= onset <= offset"),
+         r"strong\.tsv:4: event 0\.2-0\.1 s must satisfy 0 <= onset <= offset"),
     Case("event_after_clip_end", _meta(_append("strong.tsv", "audio/train/a.wav\t0.1\t3.0\tDog")), ManifestError,
-         rf"strong\.tsv:4: event 0\.1-3\.0 s must satisfy .* <= 0\.25 s"),
+         r"strong\.tsv:4: event 0\.1-3\.0 s must satisfy .* <= 0\.25 s"),
     Case("negative_onset", _meta(_append("strong.tsv", "audio/train/a.wav\t-0.1\t0.1\tDog")), ManifestError,
-         rf"strong\.tsv:4: event -0\.1-0\.1 s must satisfy 0 <= onset"),
+         r"strong\.tsv:4: event -0\.1-0\.1 s must satisfy 0 <= onset"),
     Case("non_numeric_onset", _meta(_append("strong.tsv", "audio/train/a.wav\tearly\t0.1\tDog")), ManifestError,
-         rf"strong\.tsv:4: onset/offset must be numbers"),
+         r"strong\.tsv:4: onset/offset must be numbers"),
     # packed clips and teacher predictions
     Case("truncated_hdf5", _truncated_pack, ClipFileError, rf"train\.h5.*{TODO}"),
     Case("hdf5_from_another_tool", _foreign_pack, ClipFileError, rf"train\.h5: not an audiopipe clip file.*{TODO}"),

@@ -1,5 +1,6 @@
 """Two `dvc repro` invocations on one workspace at the same time: the second gets DVC's lock error with a
-clear message (the busy output and the process holding it), and the cache and lock file are not corrupted (status clean, a third repro is a no-op).
+clear message (the busy output and the process holding it), and the cache and lock file are not corrupted
+(status clean, a third repro is a no-op).
 
 Two sweep workers on one Optuna storage are covered by tests/test_sweep.py
 (`test_two_worker_processes_share_one_storage`: N trials in total, none lost or duplicated).
