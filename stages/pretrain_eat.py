@@ -1,26 +1,24 @@
 """DVC stage `pretrain_eat`: EAT self-supervised pre-training on every packed clip (labels unused).
 
 Reads the `pretrain_eat` section of params.yaml and the `<split>.h5` packs under --clips; writes
---out/eat.pt (student encoder, builder `eat_<preset>`), --out/loss_curve.csv (per-step losses) and
+--out/eat.pt (student encoder, builder `eat_<preset>`), --out/train_curve.csv + valid_curve.csv (per-step losses) and
 --out/metrics.json (first/last loss).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import math
 from pathlib import Path
 
-from audiopipe.audio.io import write_json_atomic, write_text_atomic
+from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import PretrainEatConfig, TrackingConfig, load_params
 from audiopipe.tracking import stage_run
+from audiopipe.training.curves import write_curves
 from audiopipe.training.pretrain import pretrain_eat
 
 log = logging.getLogger(__name__)
-CURVE_COLUMNS = ("step", "epoch", "train/loss", "train/frame_loss", "train/utterance_loss", "train/lr")
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,12 +36,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with stage_run("pretrain_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = pretrain_eat(cfg, clips_dir=args.clips, checkpoint=args.out / "eat.pt", tracker=run)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(result.history)
-    write_text_atomic(args.out / "loss_curve.csv", text.getvalue())
-    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
+    write_curves(args.out, result.history)
     write_json_atomic(args.out / "metrics.json", metrics)
     log.info("pretrain_eat: loss %.4f -> %.4f over %d steps, checkpoint %s", result.metrics["train/loss_first"],
              result.metrics["train/loss_last"], int(result.metrics["train/steps"]), args.out / "eat.pt")

@@ -15,6 +15,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import AtstSedConfig, TrackingConfig, load_params
 from audiopipe.tracking import stage_run
+from audiopipe.training.curves import write_curves
 from audiopipe.training.finetune_sed import train_atst_sed
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def main() -> None:
             tracker=run,
         )
         run.log_artifact(args.out / "psd_roc.png")
+    write_curves(args.out, result.history)
     write_json_atomic(args.out / "metrics.json", result.metrics)
     m = result.metrics
     log.info(

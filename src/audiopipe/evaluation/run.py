@@ -154,8 +154,11 @@ def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path],
 
 
 def manifest_hash(download_dir: Path) -> str:
-    """sha256 of the data set manifest written by the download stage (or 'missing')."""
-    return _sha256(download_dir / "manifest.jsonl")
+    """sha256 of the data set manifest(s) the download stage wrote (`<source>/manifest.jsonl`), or 'missing'."""
+    manifests = sorted(download_dir.glob("*/manifest.jsonl")) + sorted(download_dir.glob("manifest.jsonl"))
+    if not manifests:
+        return "missing"
+    return ", ".join(f"{path.parent.name}: {_sha256(path)}" for path in manifests)
 
 
 def metrics_json(metrics: Mapping[str, Any]) -> str:

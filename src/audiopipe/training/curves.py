@@ -34,10 +34,20 @@ def _write_csv_atomic(path: Path, rows: list[Mapping[str, Any]], first: str) -> 
     os.replace(tmp, path)
 
 
-def write_curves(out_dir: Path, history: History | Mapping[str, Iterable[Mapping[str, Any]]]) -> list[Path]:
-    """Write the per-step and per-epoch curves of a `History` (or {"steps": [...], "epochs": [...]})."""
-    steps = list(history.steps if isinstance(history, History) else history.get("steps", []))
-    epochs = list(history.epochs if isinstance(history, History) else history.get("epochs", []))
+def split_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """Separate per-step rows (they carry `train/...` metrics) from per-epoch rows (validation metrics)."""
+    steps, epochs = [], []
+    for row in rows:
+        (steps if any(str(key).startswith("train/") for key in row) else epochs).append(row)
+    return steps, epochs
+
+
+def write_curves(out_dir: Path, history: History | Iterable[Mapping[str, Any]]) -> list[Path]:
+    """Write the per-step and per-epoch curves of a `History` (or of a `TaskResult.history` row list)."""
+    if isinstance(history, History):
+        steps, epochs = list(history.steps), list(history.epochs)
+    else:
+        steps, epochs = split_rows(history)
     written = []
     for name, rows, first in ((TRAIN_CURVE, steps, "step"), (VALID_CURVE, epochs, "epoch")):
         _write_csv_atomic(Path(out_dir) / name, rows, first)

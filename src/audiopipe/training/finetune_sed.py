@@ -271,7 +271,7 @@ def train_atst_sed(
     )
     if tracker is not None:
         tracker.log_metrics(metrics, history.steps[-1]["step"] if history.steps else 0)
-    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.epochs)
+    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)
 
 
 def _final_metrics(
