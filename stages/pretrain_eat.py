@@ -37,6 +37,7 @@ def main() -> None:
     with stage_run("pretrain_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = pretrain_eat(cfg, clips_dir=args.clips, checkpoint=args.out / "eat.pt", tracker=run)
     write_curves(args.out, result.history)
+    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
     write_json_atomic(args.out / "metrics.json", metrics)
     log.info("pretrain_eat: loss %.4f -> %.4f over %d steps, checkpoint %s", result.metrics["train/loss_first"],
              result.metrics["train/loss_last"], int(result.metrics["train/steps"]), args.out / "eat.pt")

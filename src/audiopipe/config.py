@@ -93,12 +93,23 @@ def load_params(section: str, cls: type[T], path: str | Path = "params.yaml") ->
     """Load one section of `params.yaml` into its frozen dataclass.
 
     Raises:
-        ConfigError: the file or section is missing, or a key is unknown, missing or of the wrong type.
+        ConfigError: the file is missing or not valid YAML (names the line), the section is missing, or a key is
+            unknown, missing or of the wrong type.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; run from the repository root")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}; fix the syntax there (indent with spaces)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}; fix the file"
+        )
     if section not in data:
         raise ConfigError(f"{path}: no section '{section}'; sections present: {sorted(data)}")
     return from_dict(cls, data[section], f"{path}:{section}")
@@ -271,6 +282,7 @@ class DistillMobilenetConfig:
     timem: int
     weighted_sampling: bool
     sampling_offset: float
+    bn_recalib_batches: int  # re-estimate BN running stats on this many train batches before validation; 0 = off
     num_workers: int
     device: str
     amp: str

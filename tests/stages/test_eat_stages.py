@@ -56,7 +56,7 @@ def test_eat_stages_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     _run_stage("pretrain_eat", ["--clips", str(clips), "--out", str(data / "pretrain_eat")], monkeypatch)
     assert load_model(data / "pretrain_eat" / "eat.pt")[1]["builder"] == "eat_demo"
     curve = (data / "pretrain_eat" / "train_curve.csv").read_text().splitlines()
-    assert curve[0].startswith("step,epoch,train/loss") and len(curve) == 1 + 5 // 3
+    assert curve[0].split(",")[0] == "step" and "train/loss" in curve[0].split(",") and len(curve) == 1 + 5 // 3
     assert json.loads((data / "pretrain_eat" / "metrics.json").read_text())["train/steps"] == 1.0
 
     _run_stage("finetune_eat", ["--clips", str(clips), "--pretrained", str(data / "pretrain_eat" / "eat.pt"),

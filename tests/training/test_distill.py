@@ -13,15 +13,20 @@ from audiopipe.config import DistillMobilenetConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.predictions import PredictionsError, write_predictions
 from audiopipe.data.synthetic import make_synthetic_pack
-from audiopipe.models import load_model
-from audiopipe.training.distill import align_teacher, distill_mobilenet, sample_weights
+from audiopipe.models import build_model, load_model
+from audiopipe.training.distill import (
+    align_teacher,
+    distill_mobilenet,
+    recalibrate_batchnorm,
+    sample_weights,
+)
 
 CFG = DistillMobilenetConfig(
     train_split="train", valid_split="valid", duration_s=1.0, width_mult=0.1, n_mels=32, hop_length=320,
     dropout=0.0, epochs=2, epoch_len=None, batch_size=3, lr=1e-3, weight_decay=0.0, warmup_epochs=0.5,
     min_lr_ratio=0.01, kd_lambda=0.1, temperature=2.0, mixup_alpha=0.3, roll_samples=400, gain_db=6.0,
     fmin_aug_range=10, fmax_aug_range=1000, freqm=4, timem=8, weighted_sampling=True, sampling_offset=1.0,
-    num_workers=0, device="cpu", amp="none", seed=0,
+    bn_recalib_batches=2, num_workers=0, device="cpu", amp="none", seed=0,
 )  # fmt: skip
 
 
@@ -101,3 +106,48 @@ def test_sample_weights_favour_rare_classes() -> None:
     w = sample_weights(targets, offset=0.0)
     np.testing.assert_allclose(w[:4], [1000 / 3] * 3 + [1000.0])
     assert w[4] == pytest.approx(1000 / 3)  # unlabelled clip: smallest positive weight
+
+
+def _clip_spread(model: torch.nn.Module, audio: torch.Tensor, *, batch_stats: bool) -> float:
+    """Mean over classes of the std over clips of the logits, in eval mode or with BN on batch statistics."""
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.train(batch_stats)
+    with torch.no_grad():
+        spread = model(audio).std(dim=0).mean().item()
+    model.eval()
+    return spread
+
+
+def test_trained_student_does_not_collapse_in_eval_mode(pack: Path, tmp_path: Path) -> None:
+    # Regression: with BN momentum 0.01 and a few steps the running statistics stayed at their init, and the
+    # eval-mode logits were the same for every clip (valid ROC-AUC 0.5) while batch-statistics logits differed.
+    cfg = dataclasses.replace(CFG, kd_lambda=1.0, epochs=1)
+    result = distill_mobilenet(cfg, clips_dir=pack, teacher_h5=None, checkpoint=tmp_path / "s.pt")
+    model, _ = load_model(tmp_path / "s.pt")
+    reader = ClipReader(pack / "valid.h5")
+    audio = torch.stack([torch.as_tensor(reader.read_audio(i)).float() for i in range(len(reader.clip_ids))])
+    eval_spread = _clip_spread(model, audio, batch_stats=False)
+    train_spread = _clip_spread(model, audio, batch_stats=True)
+    assert train_spread > 0
+    assert eval_spread > 0.2 * train_spread, (eval_spread, train_spread)  # collapsed: ratio ~1e-4
+    assert np.isfinite(result.metrics["valid/roc_auc"])
+
+
+def test_recalibrate_batchnorm_uses_the_batch_statistics_and_keeps_momentum() -> None:
+    torch.manual_seed(0)
+    tagger = build_model("mn_tagger", width_mult=0.1, n_classes=3, sample_rate=16000, n_mels=32)
+    stem_bn = tagger.net.features[0][1]
+    seen: list[torch.Tensor] = []
+    stem_bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    batches = [torch.randn(3, 16000) * 0.1, torch.randn(3, 16000) * 0.3]
+    assert recalibrate_batchnorm(tagger, iter(batches), torch.device("cpu")) == 2
+    expected_mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)
+    expected_var = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x in seen]).mean(0)
+    torch.testing.assert_close(stem_bn.running_mean, expected_mean)
+    torch.testing.assert_close(stem_bn.running_var, expected_var)
+    assert stem_bn.momentum == pytest.approx(0.01) and not tagger.training and not stem_bn.training
+    before = stem_bn.running_mean.clone()
+    assert recalibrate_batchnorm(tagger, iter([]), torch.device("cpu")) == 0  # nothing to average: untouched
+    torch.testing.assert_close(stem_bn.running_mean, before)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from audiopipe.audio.resample import resample
 from audiopipe.data.hdf5 import ClipReader
 
 
@@ -17,6 +18,16 @@ def fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
     if audio.shape[0] >= num_samples:
         return audio[:num_samples]
     return np.pad(audio, (0, num_samples - audio.shape[0]))
+
+
+def read_clip(reader: ClipReader, index: int, num_samples: int | None, sample_rate: int) -> np.ndarray:
+    """Audio of clip `index`, cropped/padded to `num_samples` (at the pack's rate), then resampled to `sample_rate`."""
+    audio = reader.read_audio(index)
+    if num_samples is not None:
+        audio = fit_length(audio, num_samples)
+    if sample_rate != reader.sample_rate:
+        audio = resample(audio, reader.sample_rate, sample_rate)
+    return audio
 
 
 class ClipDataset(Dataset):
@@ -28,12 +39,14 @@ class ClipDataset(Dataset):
         clip_id  str
         index    int, position in the packed file (used to look up teacher predictions)
 
+    `sample_rate` resamples every clip on read (for models whose front end expects another rate).
     The default torch collate stacks `audio`/`labels` (equal lengths need `duration_s`) and lists `clip_id`.
     """
 
-    def __init__(self, h5_path: str | Path, duration_s: float | None = None) -> None:
+    def __init__(self, h5_path: str | Path, duration_s: float | None = None, sample_rate: int | None = None) -> None:
         self.reader = ClipReader(h5_path)
         self.duration_s = duration_s
+        self.target_sample_rate = sample_rate or self.reader.sample_rate
         self.num_samples = None if duration_s is None else int(round(duration_s * self.reader.sample_rate))
 
     @property
@@ -42,15 +55,14 @@ class ClipDataset(Dataset):
 
     @property
     def sample_rate(self) -> int:
-        return self.reader.sample_rate
+        """Rate of the returned audio: the pack's, or the `sample_rate` asked for (resampled on read)."""
+        return self.target_sample_rate
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        audio = self.reader.read_audio(index)
-        if self.num_samples is not None:
-            audio = fit_length(audio, self.num_samples)
+        audio = read_clip(self.reader, index, self.num_samples, self.target_sample_rate)
         return {
             "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
             "labels": torch.from_numpy(self.reader.targets(index)),

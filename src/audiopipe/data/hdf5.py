@@ -61,6 +61,9 @@ DS_EVENT_CLASS = "event_class"
 
 Event = tuple[float, float, int]
 
+# What to do about a clip file that cannot be used: it is an output of the pack_hdf5 stage.
+_REPACK = "delete it and rerun `dvc repro pack_hdf5`"
+
 
 class ClipFileError(RuntimeError):
     """A packed clip file is missing, truncated, foreign or inconsistent (the message names the file)."""
@@ -198,7 +201,18 @@ class ClipWriter:
         return hashlib.sha256(header + self._hash.digest()).hexdigest()
 
     def close(self) -> Path:
-        """Write the index datasets and attributes, then rename the temporary file into place."""
+        """Write the index datasets and attributes, then rename the temporary file into place.
+
+        If that fails (e.g. the disk fills up), the temporary file is dropped and the error re-raised;
+        nothing at `path` is touched.
+        """
+        try:
+            return self._finish()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _finish(self) -> Path:
         f = self._file
         n = len(self._ids)
         f.create_dataset(DS_CLIP_IDS, data=np.array(self._ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
@@ -230,9 +244,13 @@ class ClipWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (nothing at `path` is touched)."""
-        if self._file.id.valid:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            if self._file.id.valid:
+                self._file.close()
+        except Exception:  # closing flushes; on a full disk that fails too, and the file is dropped anyway
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ClipWriter:
         return self
@@ -269,12 +287,10 @@ class ClipReader:
                 self._event_offsets = f[DS_EVENT_OFFSETS][()]
                 self._events = (f[DS_EVENT_ONSET][()], f[DS_EVENT_OFFSET][()], f[DS_EVENT_CLASS][()])
             except (KeyError, OSError) as err:
-                raise ClipFileError(
-                    f"{self.path}: truncated or inconsistent clip file ({err}); rerun pack_hdf5"
-                ) from err
+                raise ClipFileError(f"{self.path}: truncated or inconsistent clip file ({err}); {_REPACK}") from err
         if self._targets.shape != (len(self.clip_ids), len(self.class_names)):
             raise ClipFileError(
-                f"{self.path}: targets shape {self._targets.shape} does not match the clip/class counts"
+                f"{self.path}: targets shape {self._targets.shape} does not match the clip/class counts; {_REPACK}"
             )
 
     def _open(self) -> h5py.File:
@@ -283,13 +299,25 @@ class ClipReader:
         try:
             f = h5py.File(self.path, "r")
         except OSError as err:
-            raise ClipFileError(f"{self.path}: not a readable HDF5 file (truncated or corrupt?): {err}") from err
-        if f.attrs.get(ATTR_FORMAT) != FORMAT:
+            raise ClipFileError(
+                f"{self.path}: not a readable HDF5 file, truncated or corrupt (a killed copy or a full disk?): {err}; "
+                f"{_REPACK}"
+            ) from err
+        try:
+            fmt, version = f.attrs.get(ATTR_FORMAT), f.attrs.get(ATTR_VERSION, -1)
+        except (OSError, KeyError) as err:
             f.close()
-            raise ClipFileError(f"{self.path}: not an audiopipe clip file (attribute format != {FORMAT!r})")
-        if int(f.attrs.get(ATTR_VERSION, -1)) != FORMAT_VERSION:
+            raise ClipFileError(f"{self.path}: cannot read the file's attributes ({err}); {_REPACK}") from err
+        if fmt != FORMAT:
+            entries = sorted(f.keys())[:8]
             f.close()
-            raise ClipFileError(f"{self.path}: format_version {f.attrs.get(ATTR_VERSION)} != {FORMAT_VERSION}; repack")
+            raise ClipFileError(
+                f"{self.path}: not an audiopipe clip file (attribute format is {fmt!r}, expected {FORMAT!r}; "
+                f"top-level entries {entries}), e.g. another tool's pack; {_REPACK} to write it from the data folder"
+            )
+        if int(version) != FORMAT_VERSION:
+            f.close()
+            raise ClipFileError(f"{self.path}: format_version {version} != {FORMAT_VERSION}; {_REPACK}")
         return f
 
     def _handle(self) -> h5py.File:
@@ -326,7 +354,7 @@ class ClipReader:
                 return self._handle()[DS_AUDIO_PCM16][start:stop].astype(np.float32) / 32767.0
             blob = self._handle()[DS_AUDIO_MP3][i]
         except OSError as err:
-            raise ClipFileError(f"{self.path}: cannot read clip {i} ({err}); the file may be truncated") from err
+            raise ClipFileError(f"{self.path}: cannot read clip {i} ({err}); truncated? {_REPACK}") from err
         return decode_mp3(blob.tobytes(), self.sample_rate, int(self._num_samples[i]))
 
     def num_samples(self, i: int) -> int:

@@ -27,6 +27,9 @@ ATTR_CHECKPOINTS = "checkpoints"
 DS_CLIP_IDS = "clip_ids"
 DS_LOGITS = "logits"
 
+# What to do about a predictions file that cannot be used: it is an output of the predict_teacher stage.
+_RERUN = "delete it and rerun `dvc repro predict_teacher`"
+
 
 class PredictionsError(ValueError):
     """A predictions file is missing, malformed or does not match the expected labels (names the file)."""
@@ -89,18 +92,43 @@ def write_predictions(
     return path
 
 
-def read_attrs(path: str | Path) -> dict[str, object]:
-    """File-level attributes: `class_names` (list), `teacher` (str), `checkpoints` (list), `splits` (list)."""
-    path = Path(path)
+def _open(path: Path) -> h5py.File:
+    """Open a predictions file for reading; a missing, truncated or non-HDF5 file raises `PredictionsError`."""
     if not path.is_file():
         raise PredictionsError(f"{path}: predictions file not found; run the predict_teacher stage first")
-    with h5py.File(path, "r") as f:
-        return {
-            "class_names": json.loads(f.attrs[ATTR_CLASS_NAMES]),
-            "teacher": str(f.attrs[ATTR_TEACHER]),
-            "checkpoints": json.loads(f.attrs[ATTR_CHECKPOINTS]),
-            "splits": sorted(f.keys()),
-        }
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise PredictionsError(
+            f"{path}: not a readable HDF5 file, truncated or corrupt (a killed copy or a full disk?): {err}; {_RERUN}"
+        ) from err
+
+
+def read_attrs(path: str | Path) -> dict[str, object]:
+    """File-level attributes: `class_names` (list), `teacher` (str), `checkpoints` (list), `splits` (list).
+
+    Raises:
+        PredictionsError: the file is missing, truncated, not HDF5, or lacks the attributes this module writes.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        try:
+            missing = [a for a in (ATTR_CLASS_NAMES, ATTR_TEACHER, ATTR_CHECKPOINTS) if a not in f.attrs]
+            splits = sorted(f.keys())
+            if not missing:
+                class_names = json.loads(f.attrs[ATTR_CLASS_NAMES])
+                checkpoints = json.loads(f.attrs[ATTR_CHECKPOINTS])
+                teacher = str(f.attrs[ATTR_TEACHER])
+        except (OSError, KeyError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+            raise PredictionsError(f"{path}: cannot read the file's attributes ({err}); {_RERUN}") from err
+    if missing:
+        raise PredictionsError(
+            f"{path}: not an audiopipe predictions file (missing attribute(s) {missing}; top-level entries "
+            f"{splits[:8]}), e.g. another tool's output; {_RERUN}"
+        )
+    if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+        raise PredictionsError(f"{path}: attribute class_names is not a JSON list of strings; {_RERUN}")
+    return {"class_names": class_names, "teacher": teacher, "checkpoints": checkpoints, "splits": splits}
 
 
 def read_predictions(
@@ -109,15 +137,26 @@ def read_predictions(
     """`(clip_ids, logits (N, C) float32, class_names)` of one split.
 
     Raises:
-        PredictionsError: missing file or split, or labels different from `expected_class_names`.
+        PredictionsError: missing, truncated or foreign file, missing split, or labels different from
+            `expected_class_names`.
     """
+    path = Path(path)
     attrs = read_attrs(path)
     class_names = list(attrs["class_names"])  # type: ignore[call-overload]
     if expected_class_names is not None:
         check_class_names(class_names, expected_class_names, str(path))
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         if split not in f:
-            raise PredictionsError(f"{path}: no split '{split}'; present: {sorted(f.keys())}")
-        clip_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f[split][DS_CLIP_IDS][()]]
-        logits = f[split][DS_LOGITS][()].astype(np.float32)
+            raise PredictionsError(f"{path}: no split '{split}'; present: {sorted(f.keys())}; {_RERUN}")
+        try:
+            group = f[split]
+            clip_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in group[DS_CLIP_IDS][()]]
+            logits = group[DS_LOGITS][()].astype(np.float32)
+        except (OSError, KeyError, TypeError) as err:
+            raise PredictionsError(f"{path}: cannot read split '{split}' ({err}); {_RERUN}") from err
+    if logits.shape != (len(clip_ids), len(class_names)):
+        raise PredictionsError(
+            f"{path}: split '{split}' has logits {logits.shape} for {len(clip_ids)} clips and "
+            f"{len(class_names)} classes; {_RERUN}"
+        )
     return clip_ids, logits, class_names

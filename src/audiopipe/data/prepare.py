@@ -171,6 +171,9 @@ def pack_dataset(
     index = {name: i for i, name in enumerate(class_names)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:  # temporary files of a killed run (ClipWriter writes `.<split>.h5.<random>.part`)
+        for stale in out_dir.glob(f".{split}.h5.*.part"):
+            stale.unlink(missing_ok=True)
     metrics: dict[str, float] = {}
     present = [p for p in (_clip_audio_path(folder, c) for c in clips) if p.is_file()]
     if not present:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, default_collate
 
-from audiopipe.data.datasets import fit_length
+from audiopipe.data.datasets import read_clip
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 
@@ -42,9 +42,11 @@ class SEDClipDataset(Dataset):
     """Clips of one packed split with frame targets at the model's output rate (see module docstring)."""
 
     def __init__(
-        self, h5_path: str | Path, *, duration_s: float, n_frames: int, frame_rate_hz: float, kind: int | None = None
+        self, h5_path: str | Path, *, duration_s: float, n_frames: int, frame_rate_hz: float, kind: int | None = None,
+        sample_rate: int | None = None,
     ) -> None:
         self.reader = ClipReader(h5_path)
+        self.sample_rate = sample_rate or self.reader.sample_rate  # audio is resampled to it on read
         self.kind = subset_kind(self.reader, Path(h5_path).stem) if kind is None else kind
         self.num_samples = int(round(duration_s * self.reader.sample_rate))
         self.n_frames, self.frame_rate_hz = n_frames, frame_rate_hz
@@ -54,7 +56,7 @@ class SEDClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n_classes = len(self.reader.class_names)
-        audio = fit_length(self.reader.read_audio(index), self.num_samples)
+        audio = read_clip(self.reader, index, self.num_samples, self.sample_rate)
         strong = np.zeros((n_classes, self.n_frames), np.float32)
         if self.kind == STRONG:
             strong = encode_events(

@@ -10,6 +10,13 @@ format (`builder="mn_tagger"`, rebuildable with `audiopipe.models.load_model`) a
 Training step (EfficientAT ex_audioset.py order): waveform gain and circular roll → mel front end in
 train mode (fmin/fmax jitter, optional masks) → spectrogram mixup with per-example λ ≥ 0.5 and a
 random partner → student → `kd_loss_terms` with the teacher probabilities mixed the same way.
+BatchNorm: `features` uses the spec's TF-style momentum 0.01, so the running statistics move ~1 % per step
+and after a demo-sized run (tens of steps) they are still mostly their initial (0, 1): in eval mode every
+layer then mis-scales its input, the error compounds over ~50 BN layers and the logits become the same for
+every clip (valid ROC-AUC 0.5), although training itself works (batch statistics). With
+`bn_recalib_batches > 0` the running statistics are therefore re-estimated before each validation as the
+plain average over that many clean train batches (eval-mode mel, no gain/roll/mixup) with the current
+weights ("precise BN"); the model, its momentum and the published recipe (0 = off) are unchanged.
 Deliberate deviations: the LR schedule is linear warm-up + linear decay per optimizer step (not the
 per-epoch exp-warm-up/plateau/ramp-down), and a clip without a teacher row is an error instead of a
 silently zeroed KD term.
@@ -17,9 +24,11 @@ silently zeroed KD term.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -104,6 +113,34 @@ def _student_kwargs(cfg: DistillMobilenetConfig, n_classes: int, sample_rate: in
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device) -> int:
+    """Reset the BatchNorm running statistics of `model` and re-estimate them over waveform `batches`.
+
+    Runs `model` in eval mode except for its BatchNorm layers, which use batch statistics and accumulate a plain
+    (cumulative) average of them (momentum None); their momentum is restored afterwards and the model is
+    left in eval mode. Returns the number of batches used; with 0 batches the statistics are left untouched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    count = 0
+    try:
+        for batch in batches:
+            if count == 0:
+                for m in norms:
+                    m.reset_running_stats()
+                    m.momentum = None  # cumulative average over the batches
+                    m.train()
+            model(batch.to(device))
+            count += 1
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+            m.eval()
+    return count
+
+
+@torch.no_grad()
 def predict_logits(tagger: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(logits (N, C), targets (N, C)) of a tagger in eval mode over a loader of ClipDataset batches."""
     tagger.eval()
@@ -155,6 +192,7 @@ def distill_mobilenet(
     train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, sampler=sampler,
                                num_workers=cfg.num_workers)
     valid_loader = make_loader(valid, cfg.batch_size, shuffle=False, seed=cfg.seed, num_workers=cfg.num_workers)
+    recalib_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, num_workers=cfg.num_workers)
     steps_per_epoch = math.ceil(len(train_loader.sampler) / cfg.batch_size)  # type: ignore[arg-type]
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(tagger.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -180,6 +218,11 @@ def distill_mobilenet(
 
     def evaluate(net: nn.Module, epoch: int) -> dict[str, float]:
         device = next(net.parameters()).device
+        if cfg.bn_recalib_batches > 0:
+            if hasattr(recalib_loader.sampler, "set_epoch"):
+                recalib_loader.sampler.set_epoch(epoch)
+            batches = (b["audio"] for b in itertools.islice(recalib_loader, cfg.bn_recalib_batches))
+            recalibrate_batchnorm(tagger, batches, device)
         logits, targets = predict_logits(tagger, valid_loader, device)  # tagger is net.tagger
         scores = tagging_metrics(targets, logits)
         loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)).item()

@@ -142,10 +142,12 @@ class _SEDStep:
         }
 
 
-def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float) -> list[SEDClipDataset]:
+def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float,
+              sample_rate: int) -> list[SEDClipDataset]:
     return [
         SEDClipDataset(
-            clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, n_frames=n_frames, frame_rate_hz=frame_rate
+            clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, n_frames=n_frames, frame_rate_hz=frame_rate,
+            sample_rate=sample_rate,
         )
         for split in cfg.train_splits
     ]
@@ -186,7 +188,7 @@ def train_atst_sed(
     n_frames = _output_frames(model, cfg)
     model.to(device), teacher.to(device)
     loader = make_mixed_loader(
-        _datasets(cfg, clips_dir, n_frames, model.frame_rate_hz),
+        _datasets(cfg, clips_dir, n_frames, model.frame_rate_hz, int(model.sample_rate)),
         cfg.batch_sizes,
         seed=cfg.seed,
         num_workers=cfg.num_workers,
@@ -352,7 +354,7 @@ def median_windows(window: Sequence[int], n_classes: int) -> list[int]:
 @torch.no_grad()
 def predict_strong(model: nn.Module, h5_path: Path, *, duration_s: float, batch_size: int) -> tuple[dict, Any]:
     """Frame probabilities {clip_id: (C, T') numpy} of every clip of a pack, and the pack's reader."""
-    dataset = ClipDataset(h5_path, duration_s=duration_s)
+    dataset = ClipDataset(h5_path, duration_s=duration_s, sample_rate=int(model.sample_rate))
     model.eval()
     device = next(model.parameters()).device
     scores = {}

@@ -23,6 +23,7 @@ CORPORA = {
     "fsd50k": ("https://zenodo.org/records/4060432/files/FSD50K.ground_truth.zip", None),
     "audioset": ("http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/balanced_train_segments.csv", None),
 }
+ESC50_COLUMNS = ("filename", "fold", "category", "src_file")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
 
 
@@ -48,9 +49,24 @@ def build_esc50(folder: Path, *, url: str | None = None, sha256: str | None = No
         raise DownloadError(f"{raw}: no meta/esc50.csv in the ESC-50 archive; is the URL right?")
     audio_dir = metas[0].parent.parent / "audio"
     with open(metas[0], newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    classes = sorted({r["category"] for r in rows})
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        missing = [c for c in ESC50_COLUMNS if c not in header]
+        if missing:
+            raise DownloadError(
+                f"{metas[0]}: missing column(s) {missing} (header: {header}); expected the ESC-50 release layout "
+                f"with columns {list(ESC50_COLUMNS)}; check download.url points at the original ESC-50 archive, "
+                "or delete the edited file and rerun `dvc repro download`"
+            )
+        rows = list(reader)
     split_of = {"1": "train", "2": "train", "3": "train", "4": "valid", "5": "test"}
+    for lineno, r in enumerate(rows, start=2):
+        if r["fold"] not in split_of or not r["filename"] or not r["category"]:
+            raise DownloadError(
+                f"{metas[0]}:{lineno}: expected a fold in 1-5, a filename and a category, got {dict(r)}; "
+                "fix or delete the line"
+            )
+    classes = sorted({r["category"] for r in rows})
     clips = []
     for r in rows:
         path = audio_dir / r["filename"]
