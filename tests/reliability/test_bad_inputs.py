@@ -420,7 +420,15 @@ def _full_resample_file(ws: Workspace) -> str:
     src = ws.root / "in.wav"
     sf.write(src, _tone(), RATE)
     target = ws.keep(ws.root / "out" / "in.wav", b"RIFF an earlier, complete file")
-    ws.monkeypatch.setattr(sf, "write", _half_then_full(sf.write))
+    # ffmpeg writes the wav itself: stand in for it with a program that writes half a file to its output
+    # path (the argument after "-f wav") and fails the way ffmpeg does on a full disk
+    fake = ws.root / "fake_ffmpeg"
+    fake.write_text(
+        "#!/bin/sh\nprev=''\nfor a in \"$@\"; do\n  if [ \"$prev\" = wav ]; then head -c 2048 /dev/zero > \"$a\"; fi\n"
+        "  prev=\"$a\"\ndone\necho 'Error writing trailer: No space left on device' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    ws.monkeypatch.setattr("audiopipe.audio.resample.ffmpeg_exe", lambda: str(fake))
     resample_file(src, target, RATE)
     return "written"
 
