@@ -69,6 +69,7 @@ def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipRead
     reference = ground_truth(reader)
     durations = {clip: cfg.duration_s for clip in reader.clip_ids}
     rocs = {}
+    available = [name for name, path in sed_checkpoints.items() if path.is_file()]
     for name, path in sed_checkpoints.items():
         if not path.is_file():
             data.sed[f"{name} student"] = None
@@ -80,18 +81,25 @@ def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipRead
             label = f"{name} {variant.replace('_', ' ')}"
             scores = sed_frame_scores(model, reader, cfg.duration_s, cfg.batch_size)
             evaluation = evaluate_sed(scores, reference, durations, class_names=reader.class_names,
-                                      frame_rate_hz=model.frame_rate_hz, median_windows=cfg.median_windows,
+                                      frame_rate_hz=model.frame_rate_hz, median_windows=_windows(cfg, payload, reader),
                                       operating_points=False)
             data.sed[label] = results[label] = evaluation.metrics
             rocs[f"{label} psds1"] = evaluation.rocs["psds1"]
             rocs[f"{label} psds2"] = evaluation.rocs["psds2"]
-            if variant == "student" and name == list(sed_checkpoints)[-1]:
+            if variant == "student" and name == available[-1]:
                 _timelines(cfg, scores, reference, reader, model.frame_rate_hz, out_dir, data)
     if rocs:
         plot_roc(out_dir / "sed_psd_roc.png", rocs, title="PSD-ROC (test)")
         write_roc_csv(out_dir / "sed_psd_roc.csv", rocs)
         data.figures.append(("PSD-ROC curves (test)", "sed_psd_roc.png"))
     return results
+
+
+def _windows(cfg: Any, payload: Mapping[str, Any], reader: ClipReader) -> list[int]:
+    """Per-class median filter lengths: the ones the SED stage tuned and saved, else `evaluate.median_windows`."""
+    saved = (payload.get("postprocessing") or {}).get("median_windows")
+    windows = list(saved) if saved else list(cfg.median_windows)
+    return windows * len(reader.class_names) if len(windows) == 1 else windows
 
 
 def _timelines(cfg: Any, scores: Mapping[str, np.ndarray], reference: Mapping[str, list[Any]], reader: ClipReader,
