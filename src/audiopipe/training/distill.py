@@ -251,4 +251,4 @@ def distill_mobilenet(
     metrics["best_epoch"] = float(best.best_epoch)
     metrics.update(_teacher_valid_map(Path(teacher_h5) if teacher_h5 else None, cfg.valid_split, valid))
     log.info("distill_mobilenet: best valid/mAP %.4f at epoch %d", metrics.get("valid/mAP", math.nan), best.best_epoch)
-    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.epochs)
+    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)

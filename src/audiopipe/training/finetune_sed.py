@@ -19,18 +19,18 @@ import dataclasses
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from audiopipe.audio.augment import mix, mixup_params, spec_mask
 from audiopipe.config import AtstSedConfig
-from audiopipe.data.datasets import ClipDataset
 from audiopipe.data.hdf5 import ClipReader
-from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader, subset_masks
+from audiopipe.data.sed_batches import UNLABELLED, SEDClipDataset, make_mixed_loader, subset_masks
 from audiopipe.losses.sed import consistency_mse, consistency_weight, rampup_weight, strong_bce, weak_bce
 from audiopipe.models import build_model
 from audiopipe.models.sed import SEDModel
@@ -144,19 +144,29 @@ class _SEDStep:
 
 def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float,
               sample_rate: int) -> list[SEDClipDataset]:
+    # in-process loading (num_workers 0) keeps the resampled audio in memory across epochs
     return [
         SEDClipDataset(
             clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, n_frames=n_frames, frame_rate_hz=frame_rate,
-            sample_rate=sample_rate,
+            sample_rate=sample_rate, cache=cfg.num_workers == 0,
         )
         for split in cfg.train_splits
     ]
 
 
-def _output_frames(model: SEDModel, cfg: AtstSedConfig) -> int:
+def output_frames(model: SEDModel, duration_s: float) -> int:
+    """Output frames T' of `model` for a clip of `duration_s`; the training targets are encoded on this grid at
+    `model.frame_rate_hz` (so T' / frame_rate_hz must span the clip)."""
     with torch.no_grad():
-        strong, _ = model.eval()(torch.zeros(1, int(round(cfg.clip_duration_s * model.sample_rate))))
-    return int(strong.shape[-1])
+        strong, _ = model.eval()(torch.zeros(1, int(round(duration_s * model.sample_rate))))
+    n_frames = int(strong.shape[-1])
+    span = n_frames / float(model.frame_rate_hz)
+    if abs(span - duration_s) > 2.0 / float(model.frame_rate_hz):
+        raise ValueError(
+            f"{n_frames} output frames at {model.frame_rate_hz} Hz span {span:.3f} s, not the {duration_s} s clip: "
+            "frame targets would not line up with the model output"
+        )
+    return n_frames
 
 
 def train_atst_sed(
@@ -185,7 +195,7 @@ def train_atst_sed(
     teacher = EMA(model, decay=cfg.ema_decay)
     if init_payload is not None and "mean_teacher" in init_payload:
         load_state_dict_strict(teacher.module, init_payload["mean_teacher"], source=f"{init_checkpoint} (mean_teacher)")
-    n_frames = _output_frames(model, cfg)
+    n_frames = output_frames(model, cfg.clip_duration_s)
     model.to(device), teacher.to(device)
     loader = make_mixed_loader(
         _datasets(cfg, clips_dir, n_frames, model.frame_rate_hz, int(model.sample_rate)),
@@ -211,17 +221,25 @@ def train_atst_sed(
 
     best = BestTracker("max")
     best_states: dict[str, Any] = {}
+    splits = {
+        split: eval_split(clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, sample_rate=int(model.sample_rate))
+        for split in ("valid", "test")
+    }
+    valid_of_epoch: dict[int, dict[str, float]] = {}
 
     def evaluate(net: nn.Module, epoch: int) -> dict[str, float]:
         last = epoch + 1 == cfg.epochs
         if not last and (epoch + 1) % cfg.val_every:
             return {}
-        metrics: dict[str, float] = {}
-        for name, module in (("student", net), ("teacher", teacher.module)):
-            result = evaluate_split(module, clips_dir / "valid.h5", cfg, windows, operating_points=False)
-            metrics.update({f"valid/{name}_{k}": v for k, v in result.metrics.items()})
+        results = evaluate_split(
+            {"student": net, "teacher": teacher.module}, splits["valid"], cfg, windows, operating_points=False
+        )
+        metrics = {f"valid/{name}_{k}": v for name, r in results.items() for k, v in r.metrics.items()}
+        valid_of_epoch[epoch] = dict(metrics)
         metrics["valid/obj_metric"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
-        if best.update(metrics["valid/obj_metric"], epoch) or not best_states:
+        # ties (e.g. PSDS 0 early in a short run) go to the later, longer-trained epoch
+        if best.best is None or metrics["valid/obj_metric"] >= best.best:
+            best.best, best.best_epoch = metrics["valid/obj_metric"], epoch
             best_states.update(
                 student=copy.deepcopy(net.state_dict()), teacher=copy.deepcopy(teacher.module.state_dict())
             )
@@ -251,7 +269,10 @@ def train_atst_sed(
     if best_states:
         model.load_state_dict(best_states["student"])
         teacher.module.load_state_dict(best_states["teacher"])
-    metrics = _final_metrics(model, teacher.module, clips_dir, cfg, windows, checkpoint.parent)
+    known = valid_of_epoch.get(best.best_epoch, {}) if best_states else {}
+    metrics = _final_metrics(
+        {"student": model, "teacher": teacher.module}, splits, cfg, windows, checkpoint.parent, known
+    )
     metrics.update({"train/steps_per_epoch": float(steps_per_epoch), "train/best_epoch": float(best.best_epoch)})
     save_checkpoint(
         checkpoint,
@@ -277,17 +298,25 @@ def train_atst_sed(
 
 
 def _final_metrics(
-    student: nn.Module, teacher: nn.Module, clips_dir: Path, cfg: AtstSedConfig, windows: list[int], out_dir: Path
+    models: Mapping[str, nn.Module],
+    splits: Mapping[str, SEDClipDataset],
+    cfg: AtstSedConfig,
+    windows: list[int],
+    out_dir: Path,
+    known: Mapping[str, float],
 ) -> dict[str, float]:
-    """valid and test metrics of both models; the test PSD-ROC curves go to `out_dir/psd_roc.{csv,png}`."""
+    """valid and test metrics of both models (valid ones taken from `known` when it already holds them for
+    the restored epoch); the test PSD-ROC curves go to `out_dir/psd_roc.{csv,png}`."""
     from audiopipe.metrics.sed import plot_roc, write_roc_csv
 
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = dict(known)
     rocs = {}
     for split in ("valid", "test"):
-        for name, module in (("student", student), ("teacher", teacher)):
-            ops = cfg.operating_point_psds and split == "test"
-            result = evaluate_split(module.eval(), clips_dir / f"{split}.h5", cfg, windows, operating_points=ops)
+        if split == "valid" and known:
+            continue
+        ops = cfg.operating_point_psds and split == "test"
+        results = evaluate_split(models, splits[split], cfg, windows, operating_points=ops)
+        for name, result in results.items():
             metrics.update({f"{split}/{name}_{k}": v for k, v in result.metrics.items()})
             if split == "test":
                 rocs.update({f"{name}_{k}": roc for k, roc in result.rocs.items()})
@@ -351,39 +380,65 @@ def median_windows(window: Sequence[int], n_classes: int) -> list[int]:
     return [int(w) for w in window]
 
 
+def eval_split(h5_path: Path, *, duration_s: float, sample_rate: int) -> SEDClipDataset:
+    """A strong-labelled split for evaluation: audio at the model rate, cached so that every later
+    validation reads and resamples nothing (`kind=UNLABELLED`: no frame targets are built)."""
+    return SEDClipDataset(
+        h5_path, duration_s=duration_s, n_frames=0, frame_rate_hz=1.0, kind=UNLABELLED, sample_rate=sample_rate,
+        cache=True,
+    )
+
+
 @torch.no_grad()
-def predict_strong(model: nn.Module, h5_path: Path, *, duration_s: float, batch_size: int) -> tuple[dict, Any]:
-    """Frame probabilities {clip_id: (C, T') numpy} of every clip of a pack, and the pack's reader."""
-    dataset = ClipDataset(h5_path, duration_s=duration_s, sample_rate=int(model.sample_rate))
-    model.eval()
-    device = next(model.parameters()).device
-    scores = {}
+def predict_strong(
+    models: Mapping[str, nn.Module], dataset: SEDClipDataset, *, batch_size: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Frame probabilities {model name: {clip_id: (C, T') numpy}} of every clip, all models on each batch."""
+    scores: dict[str, dict[str, np.ndarray]] = {name: {} for name in models}
+    for model in models.values():
+        model.eval()
     for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        strong, _ = model(torch.stack([it["audio"] for it in items]).to(device))
-        scores.update({it["clip_id"]: s.float().cpu().numpy() for it, s in zip(items, strong)})
-    return scores, dataset.reader
+        indices = range(start, min(start + batch_size, len(dataset)))
+        audio = torch.stack([dataset.audio(i) for i in indices])
+        ids = [dataset.reader.clip_ids[i] for i in indices]
+        for name, model in models.items():
+            strong, _ = model(audio.to(next(model.parameters()).device))
+            scores[name].update({cid: s.float().cpu().numpy() for cid, s in zip(ids, strong)})
+    return scores
 
 
 def evaluate_split(
-    model: nn.Module, h5_path: Path, cfg: AtstSedConfig, windows: list[int], *, operating_points: bool
-) -> Any:
-    """`audiopipe.metrics.sed.evaluate_sed` of `model` on one packed split with strong labels."""
+    models: Mapping[str, nn.Module],
+    dataset: SEDClipDataset,
+    cfg: AtstSedConfig,
+    windows: list[int],
+    *,
+    operating_points: bool,
+) -> dict[str, Any]:
+    """`audiopipe.metrics.sed.evaluate_sed` of each model on one split with strong labels: {name: SEDEvaluation}.
+
+    Scores are frame probabilities at the model's `frame_rate_hz` on the same grid the training targets use
+    (`audiopipe.data.labels.encode_events`); ground truth, durations and class names come from the pack.
+    """
     from audiopipe.metrics.sed import evaluate_sed
 
-    scores, reader = predict_strong(model, h5_path, duration_s=cfg.clip_duration_s, batch_size=cfg.eval_batch_size)
+    reader = dataset.reader
     names = reader.class_names
     truth = {cid: [(on, off, names[c]) for on, off, c in reader.events(i)] for i, cid in enumerate(reader.clip_ids)}
     durations = {
         cid: min(cfg.clip_duration_s, reader.num_samples(i) / reader.sample_rate)
         for i, cid in enumerate(reader.clip_ids)
     }
-    return evaluate_sed(
-        scores,
-        truth,
-        durations,
-        class_names=names,
-        frame_rate_hz=float(model.frame_rate_hz),
-        median_windows=windows,
-        operating_points=operating_points,
-    )
+    scores = predict_strong(models, dataset, batch_size=cfg.eval_batch_size)
+    return {
+        name: evaluate_sed(
+            scores[name],
+            truth,
+            durations,
+            class_names=names,
+            frame_rate_hz=float(model.frame_rate_hz),
+            median_windows=windows,
+            operating_points=operating_points,
+        )
+        for name, model in models.items()
+    }
