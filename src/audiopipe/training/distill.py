@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from audiopipe.audio.augment import mix, mixup_params, random_gain, time_roll
 from audiopipe.config import DistillMobilenetConfig
@@ -47,6 +46,7 @@ from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
 from audiopipe.training.samplers import WeightedEpochSampler
 from audiopipe.training.schedulers import warmup_linear
@@ -138,17 +138,6 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], dev
             m.momentum = momentum
             m.eval()
     return count
-
-
-@torch.no_grad()
-def predict_logits(tagger: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(logits (N, C), targets (N, C)) of a tagger in eval mode over a loader of ClipDataset batches."""
-    tagger.eval()
-    logits, targets = [], []
-    for batch in loader:
-        logits.append(tagger(batch["audio"].to(device)).float().cpu())
-        targets.append(batch["labels"])
-    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 
 def _teacher_valid_map(teacher_h5: Path | None, split: str, valid: ClipDataset) -> dict[str, float]:
