@@ -13,7 +13,7 @@ from audiopipe.config import AtstSedConfig
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
 from audiopipe.training.checkpoint import load_checkpoint
-from audiopipe.training.finetune_sed import lr_factor, median_windows, param_groups, train_atst_sed
+from audiopipe.training.finetune_sed import lr_factor, median_windows, output_frames, param_groups, train_atst_sed
 
 METRIC_KEYS = {
     f"{split}/{model}_{metric}"
@@ -175,3 +175,40 @@ def test_median_windows_broadcast_and_check() -> None:
 
 def test_config_roundtrip_is_plain() -> None:
     assert dataclasses.asdict(tiny_config())["batch_sizes"] == [1, 1, 1]
+
+
+def test_frame_targets_line_up_with_model_frames_on_a_32k_pack(tmp_path: Path) -> None:
+    """Regression: a 32 kHz pack fed to the 16 kHz SED model must give audio at 16 kHz, T' targets on the model's
+    output grid, and each target frame must cover the same time span as the audio under it."""
+    import numpy as np
+
+    from audiopipe.data.hdf5 import ClipWriter
+    from audiopipe.data.sed_batches import SEDClipDataset
+    from audiopipe.models.sed import SEDModel
+
+    pack_rate, duration, onset, offset = 32000, 10.0, 3.0, 5.0
+    audio = np.zeros(int(duration * pack_rate), np.float32)
+    burst = slice(int(onset * pack_rate), int(offset * pack_rate))
+    audio[burst] = 0.5 * np.random.default_rng(0).standard_normal(burst.stop - burst.start).astype(np.float32)
+    with ClipWriter(tmp_path / "train.h5", class_names=["a", "b"], sample_rate=pack_rate, has_strong=True) as writer:
+        writer.add("c0", audio, targets=[0, 1], events=[(onset, offset, 1)])
+    model = SEDModel(n_classes=2, channels=(2,) * 7, rnn_hidden=2, rnn_layers=1)
+    n_frames = output_frames(model, duration)
+    assert n_frames == 156 and model.frame_rate_hz == 15.625  # 10 s at 64 ms per output frame
+    item = SEDClipDataset(
+        tmp_path / "train.h5", duration_s=duration, n_frames=n_frames, frame_rate_hz=model.frame_rate_hz,
+        sample_rate=model.sample_rate,
+    )[0]
+    assert item["audio"].shape == (int(duration * model.sample_rate),)
+    target = item["strong"][1].numpy()
+    assert target.shape == (n_frames,) and item["strong"][0].sum() == 0
+    hop = int(model.sample_rate / model.frame_rate_hz)  # 1024 samples of 16 kHz audio per output frame
+    loud = (item["audio"].numpy()[: n_frames * hop].reshape(n_frames, hop) ** 2).mean(axis=1) > 1e-3
+    # frames fully inside the event are loud and targeted; frames clear of it are silent and untargeted
+    k, rate = np.arange(n_frames), model.frame_rate_hz
+    inside = (k >= np.ceil(onset * rate)) & (k + 1 <= np.floor(offset * rate))
+    outside = (k + 2 <= np.floor(onset * rate)) | (k >= np.ceil(offset * rate) + 1)
+    assert loud[inside].all() and (target[inside] == 1).all()
+    assert not loud[outside].any() and (target[outside] == 0).all()
+    # and the targets are exactly the loud frames up to one boundary frame at each end
+    assert abs(int(target.sum()) - int(loud.sum())) <= 2

@@ -36,6 +36,7 @@ from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
 from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
 from audiopipe.training.pretrain import open_splits
 from audiopipe.training.schedulers import warmup_cosine
@@ -118,17 +119,6 @@ def build_tagger(cfg: FinetuneEatConfig, pretrained: Path | None, n_classes: int
 
         load_official(tagger.encoder, cfg.official_checkpoint)  # encoder only: our class list differs
     return tagger, kwargs
-
-
-@torch.no_grad()
-def predict_logits(tagger: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """`(logits (N, C), targets (N, C))` of every clip in `loader`, in loader order."""
-    tagger.eval()
-    logits, targets = [], []
-    for batch in loader:
-        logits.append(tagger(batch["audio"].to(device)).float().cpu())
-        targets.append(batch["labels"])
-    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 
 def prior_baseline(train_targets: np.ndarray, valid_targets: np.ndarray) -> dict[str, float]:
