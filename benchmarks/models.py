@@ -26,6 +26,8 @@ from audiopipe.models import build_model
 ROWS: list[tuple[str, Callable[[], nn.Module]]] = [
     ("mn04", lambda: build_model("mn_tagger", width_mult=0.4, n_classes=527)),
     ("mn10", lambda: build_model("mn_tagger", width_mult=1.0, n_classes=527)),
+    ("eat_demo", lambda: build_model("eat_tagger", size="eat_demo", n_classes=527, sample_rate=32000)),
+    ("eat_base", lambda: build_model("eat_tagger", size="eat_base", n_classes=527, sample_rate=32000)),
     ("atst_sed_demo", lambda: build_model("sed_atst", encoder_preset="atst_demo")),  # (strong, weak) outputs
     ("atst_sed_base", lambda: build_model("sed_atst", encoder_preset="atst_base")),  # encoder trainable (stage 2)
 ]
