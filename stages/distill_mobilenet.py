@@ -14,6 +14,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import DistillMobilenetConfig, TrackingConfig, load_params
 from audiopipe.tracking import stage_run
+from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
 from audiopipe.training.distill import distill_mobilenet
 
@@ -42,8 +43,9 @@ def main() -> None:
         result = distill_mobilenet(cfg, clips_dir=args.clips, teacher_h5=teacher,
                                    checkpoint=args.out / "student.pt", tracker=run)
         run.log_metrics(result.metrics, step=len(result.history))
-    write_curves(args.out, result.history)
-    write_json_atomic(args.out / "metrics.json", result.metrics)
+        write_curves(args.out, result.history)
+        write_json_atomic(args.out / "metrics.json", result.metrics)
+        log_stage_outputs(run, args.out, args.out / "student.pt", log_model=True)
     log.info("%s: valid/mAP=%.4f, checkpoint %s", args.section, result.metrics["valid/mAP"], args.out / "student.pt")
 
 

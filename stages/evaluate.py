@@ -38,7 +38,8 @@ def main() -> None:
     args = parse_args()
     cfg = load_params("evaluate", EvaluateConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
-    provenance = {"git commit": git_commit() or "unknown", "data manifest sha256": manifest_hash(args.data / "download")}
+    provenance = {"git commit": git_commit() or "unknown",
+                  "data manifest sha256": manifest_hash(args.data / "download")}
     with stage_run("evaluate", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = evaluate_pipeline(
             cfg, clips_dir=args.clips, out_dir=args.out, provenance=provenance, tracker=run,

@@ -15,6 +15,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import FinetuneEatConfig, TrackingConfig, load_params
 from audiopipe.tracking import stage_run
+from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
 from audiopipe.training.finetune_eat import finetune_eat
 
@@ -40,9 +41,10 @@ def main() -> None:
     with stage_run("finetune_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = finetune_eat(cfg, clips_dir=args.clips, pretrained=pretrained, checkpoint=args.out / "eat_tagger.pt",
                               tracker=run)
-    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
-    write_curves(args.out, result.history)
-    write_json_atomic(args.out / "metrics.json", metrics)
+        metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
+        write_curves(args.out, result.history)
+        write_json_atomic(args.out / "metrics.json", metrics)
+        log_stage_outputs(run, args.out, args.out / "eat_tagger.pt", log_model=True)
     log.info("finetune_eat (init %s): valid/mAP=%.4f (class-prior baseline %.4f), checkpoint %s", cfg.init,
              result.metrics["valid/mAP"], result.metrics["valid/mAP_prior"], args.out / "eat_tagger.pt")
 

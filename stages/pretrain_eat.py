@@ -15,6 +15,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import PretrainEatConfig, TrackingConfig, load_params
 from audiopipe.tracking import stage_run
+from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
 from audiopipe.training.pretrain import pretrain_eat
 
@@ -36,9 +37,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with stage_run("pretrain_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = pretrain_eat(cfg, clips_dir=args.clips, checkpoint=args.out / "eat.pt", tracker=run)
-    write_curves(args.out, result.history)
-    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
-    write_json_atomic(args.out / "metrics.json", metrics)
+        write_curves(args.out, result.history)
+        metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
+        write_json_atomic(args.out / "metrics.json", metrics)
+        log_stage_outputs(run, args.out, args.out / "eat.pt", log_model=False)
     log.info("pretrain_eat: loss %.4f -> %.4f over %d steps, checkpoint %s", result.metrics["train/loss_first"],
              result.metrics["train/loss_last"], int(result.metrics["train/steps"]), args.out / "eat.pt")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import AtstSedConfig, TrackingConfig, load_params
 from audiopipe.tracking import stage_run
+from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
 from audiopipe.training.finetune_sed import train_atst_sed
 
@@ -55,9 +56,9 @@ def main() -> None:
             checkpoint=args.out / "model.pt",
             tracker=run,
         )
-        run.log_artifact(args.out / "psd_roc.png")
-    write_curves(args.out, result.history)
-    write_json_atomic(args.out / "metrics.json", result.metrics)
+        write_curves(args.out, result.history)
+        write_json_atomic(args.out / "metrics.json", result.metrics)
+        log_stage_outputs(run, args.out, args.out / "model.pt", log_model=True)
     m = result.metrics
     log.info(
         "%s: test PSDS1 student %.4f / teacher %.4f, PSDS2 student %.4f / teacher %.4f",

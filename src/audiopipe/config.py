@@ -317,6 +317,7 @@ class AtstSedConfig:
     frame_shift_max_frames: int
     mask_time_frames: float
     mask_freq_bins: float
+    head_prior_init: bool  # phase 1: strong-head bias = logit of each class's frame prior (not in ATST-SED)
     median_window: list[int]
     val_every: int
     eval_batch_size: int

@@ -185,7 +185,7 @@ def test_evaluate_sed_reports_all_metrics_and_writes_curves(tmp_path) -> None:
         median_windows=[3, 3, 3],
         operating_points=False,
     )
-    assert set(result.metrics) == {"psds1", "psds2", "event_f1", "intersection_f1"}
+    assert set(result.metrics) == {"psds1", "psds2", "event_f1", "intersection_f1", "psds2_mean_tpr", "frame_auc"}
     assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
     sed.write_roc_csv(tmp_path / "roc.csv", result.rocs)
     sed.plot_roc(tmp_path / "roc.png", result.rocs)

@@ -193,3 +193,28 @@ def test_backend_error_during_logging_warns_and_continues(
         after = "reached"
     assert after == "reached"
     assert "log_metrics failed" in caplog.text and "server went away" in caplog.text
+
+
+def test_stage_outputs_are_logged_as_artifacts_and_model(client, store: str, tmp_path: Path) -> None:  # noqa: ANN001
+    import mlflow
+
+    from audiopipe.models import build_model
+    from audiopipe.tracking.outputs import log_stage_outputs
+    from audiopipe.training.checkpoint import save_checkpoint
+
+    kwargs = {"width_mult": 0.1, "n_classes": 3, "sample_rate": 16000, "n_mels": 32, "hop_length": 320}
+    model = build_model("mn_tagger", **kwargs)
+    save_checkpoint(tmp_path / "student.pt", {"builder": "mn_tagger", "builder_kwargs": kwargs,
+                                              "model": model.state_dict(), "class_names": ["a", "b", "c"],
+                                              "sample_rate": 16000, "config": {}, "metrics": {}})
+    (tmp_path / "metrics.json").write_text('{"valid/mAP": 0.5}')
+    (tmp_path / "train_curve.csv").write_text("step,train/loss\n1,0.7\n")
+    with stage_run("distill_mobilenet", tracking_uri=store, experiment="t-outputs") as run:
+        log_stage_outputs(run, tmp_path, tmp_path / "student.pt")
+    names = {a.path for a in client.list_artifacts(run.run_id)}
+    assert {"metrics.json", "train_curve.csv", "checkpoint"} <= names
+    models = mlflow.search_logged_models(experiment_ids=[client.get_run(run.run_id).info.experiment_id],
+                                         output_format="list")
+    ours = [m for m in models if m.source_run_id == run.run_id]
+    assert len(ours) == 1
+    assert mlflow.models.get_model_info(ours[0].model_uri).signature is not None

@@ -48,6 +48,7 @@ def tiny_config(**overrides: object) -> AtstSedConfig:
         frame_shift_max_frames=1,
         mask_time_frames=2.0,
         mask_freq_bins=8.0,
+        head_prior_init=True,
         median_window=[3],
         val_every=1,
         eval_batch_size=3,

@@ -9,6 +9,9 @@ truth `{clip_id: [(onset_s, offset_s, label), ...]}` and durations `{clip_id: se
   0.01, 0.03, ..., 0.99 with a strict "score > threshold" (spec atst_sed.md §7, §8.1).
 - Event-based F1: `sed_eval` EventBasedMetrics, collar 200 ms / 20 % of length, macro over classes.
 - Intersection F1: `psds_eval.compute_macro_f_score` with dtc = gtc = 0.5, cttc = 0.3.
+- Diagnostics (not DCASE numbers): `psds2_mean_tpr`, PSDS2 with alpha_st = 0 (no penalty on the spread of
+  the per-class TPRs, which alone can zero PSDS for an early, uneven model), and `frame_auc`, the macro
+  ROC AUC of the (unfiltered) frame scores against frame targets on the same grid.
 
 Only classes with at least one ground-truth event are scored (sed_scores_eval requires it and a class
 without events has no TPR); same-class ground-truth events that touch or overlap are merged first
@@ -253,6 +256,26 @@ def event_f1(detections: Mapping[str, Sequence[tuple[float, float, str]]], groun
     return float(0.0 if value is None or np.isnan(value) else value)
 
 
+def frame_auc(
+    scores: Mapping[str, np.ndarray], ground_truth: GroundTruth, *, class_names: Sequence[str], frame_rate_hz: float
+) -> float:
+    """Macro ROC AUC of (C, T) frame scores against frame targets encoded on the same grid
+    (`audiopipe.data.labels.encode_events`); classes without active or without inactive frames are skipped."""
+    from sklearn.metrics import roc_auc_score
+
+    from audiopipe.data.labels import encode_events
+
+    lookup = {name: i for i, name in enumerate(class_names)}
+    rows_s, rows_y = [], []
+    for clip, s in scores.items():
+        events = [(on, off, lookup[lab]) for on, off, lab in ground_truth.get(clip, []) if lab in lookup]
+        rows_y.append(encode_events(events, n_classes=len(class_names), n_frames=s.shape[1], frame_rate_hz=frame_rate_hz))
+        rows_s.append(s)
+    y, s = np.concatenate(rows_y, axis=1), np.concatenate(rows_s, axis=1)
+    aucs = [roc_auc_score(y[c], s[c]) for c in range(len(class_names)) if 0 < y[c].sum() < y.shape[1]]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 # ----------------------------------------------------------------------------- everything at once
 
 
@@ -301,6 +324,11 @@ def evaluate_sed(
     for name, scenario in (("psds1", PSDS1), ("psds2", PSDS2)):
         rocs[name] = psds_threshold_free(frames, gt_ev, dur_ev, scenario)
         metrics[name] = rocs[name].value
+    no_spread = PSDSScenario(PSDS2.dtc, PSDS2.gtc, PSDS2.cttc, PSDS2.alpha_ct, 0.0, PSDS2.max_efpr)
+    metrics["psds2_mean_tpr"] = psds_threshold_free(frames, gt_ev, dur_ev, no_spread).value
+    metrics["frame_auc"] = frame_auc(
+        {clip: scores[clip][index] for clip in scores}, gt, class_names=scored, frame_rate_hz=frame_rate_hz
+    )
 
     def decode(threshold: float) -> dict[str, list[tuple[float, float, str]]]:
         return {

@@ -30,6 +30,7 @@ from torch import nn
 from audiopipe.audio.augment import mix, mixup_params, spec_mask
 from audiopipe.config import AtstSedConfig
 from audiopipe.data.hdf5 import ClipReader
+from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import UNLABELLED, SEDClipDataset, make_mixed_loader, subset_masks
 from audiopipe.losses.sed import consistency_mse, consistency_weight, rampup_weight, strong_bce, weak_bce
 from audiopipe.models import build_model
@@ -169,6 +170,21 @@ def output_frames(model: SEDModel, duration_s: float) -> int:
     return n_frames
 
 
+def init_head_bias(model: SEDModel, h5_path: Path, n_frames: int, frame_rate_hz: float) -> None:
+    """Set the strong head's bias to logit(p_c), p_c = fraction of active frames of class c in a strong pack
+    (clamped to [1e-3, 0.5]). Starting at the prior instead of p = 0.5 skips the first few hundred steps in
+    which a fresh model only learns that events are rare; with the demo's ~100 steps that is most of the run."""
+    reader = ClipReader(h5_path)
+    n_classes = len(reader.class_names)
+    active = np.zeros(n_classes)
+    for i in range(len(reader)):
+        targets = encode_events(reader.events(i), n_classes=n_classes, n_frames=n_frames, frame_rate_hz=frame_rate_hz)
+        active += targets.sum(axis=1)
+    prior = np.clip(active / max(1, len(reader) * n_frames), 1e-3, 0.5)
+    with torch.no_grad():
+        model.dense.bias.copy_(torch.as_tensor(np.log(prior / (1.0 - prior)), dtype=model.dense.bias.dtype))
+
+
 def train_atst_sed(
     cfg: AtstSedConfig,
     *,
@@ -191,11 +207,13 @@ def train_atst_sed(
     model, init_payload = _build(cfg, phase, encoder_checkpoint, init_checkpoint, len(class_names))
     if model.encoder is not None:
         model.freeze_encoder(phase == 1)
+    n_frames = output_frames(model, cfg.clip_duration_s)
+    if phase == 1 and cfg.head_prior_init:
+        init_head_bias(model, clips_dir / f"{cfg.train_splits[0]}.h5", n_frames, float(model.frame_rate_hz))
     device = resolve_device(cfg.device)
     teacher = EMA(model, decay=cfg.ema_decay)
     if init_payload is not None and "mean_teacher" in init_payload:
         load_state_dict_strict(teacher.module, init_payload["mean_teacher"], source=f"{init_checkpoint} (mean_teacher)")
-    n_frames = output_frames(model, cfg.clip_duration_s)
     model.to(device), teacher.to(device)
     loader = make_mixed_loader(
         _datasets(cfg, clips_dir, n_frames, model.frame_rate_hz, int(model.sample_rate)),
