@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from audiopipe.config import flatten
+
 STAGES = ("pretrain_eat", "finetune_eat", "distill_mobilenet", "distill_mobilenet_nokd", "atst_stage1",
           "atst_stage2", "evaluate")
 HEADLINE_KEYS = ("loss", "map", "psds1", "psds2", "f1", "auc")
@@ -30,8 +32,10 @@ def summarise(root: Path) -> str:
         if not path.is_file():
             lines.append(f"{stage:<24} (no metrics.json: stage not run)")
             continue
-        metrics = headline(json.loads(path.read_text()))
+        metrics = headline(flatten(json.loads(path.read_text())))
         shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())[:6])
+        if len(metrics) > 6:
+            shown += f", ... ({len(metrics) - 6} more in {path})"
         lines.append(f"{stage:<24} {shown}")
     report = root / "data" / "evaluate" / "report.html"
     lines += [
