@@ -70,7 +70,8 @@ def main() -> None:
     print(f"files: {len(files)} x 10 s at {args.source_rate} Hz -> {args.sample_rate} Hz mono, workers={args.workers}")
     print(f"raw ffmpeg decode+resample : {raw_rate:8.1f} audio-s / wall-s")
     print(
-        f"resample + pack_hdf5 (ours): {ours_rate:8.1f} audio-s / wall-s   ratio {ours_rate / raw_rate:.2f} (goal >= 0.8)"
+        f"resample + pack_hdf5 (ours): {ours_rate:8.1f} audio-s / wall-s"
+        f"   ratio {ours_rate / raw_rate:.2f} (goal >= 0.8)"
     )
     print(f"HDF5 random access pcm16   : {pcm_reads:8.1f} clips/s")
     print(f"HDF5 random access mp3     : {mp3_reads:8.1f} clips/s")
