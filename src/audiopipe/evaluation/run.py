@@ -22,7 +22,6 @@ from audiopipe.evaluation.report import ReportData, write_report
 from audiopipe.evaluation.scoring import (
     check_classes,
     evaluate_tagger,
-    ground_truth,
     load_sed_models,
     sed_frame_scores,
 )
@@ -30,6 +29,7 @@ from audiopipe.metrics.sed import evaluate_sed, plot_roc, scores_to_events, writ
 from audiopipe.metrics.tagging import precision_recall_curve
 from audiopipe.training.curves import read_curve
 from audiopipe.training.loop import TaskResult
+from audiopipe.training.sed_validation import median_windows, reference_events
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _tagging_section(cfg: Any, taggers: Mapping[str, Path], reader: ClipReader, 
 def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipReader, out_dir: Path,
                  data: ReportData) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    reference = ground_truth(reader)
+    reference = reference_events(reader)
     durations = {clip: cfg.duration_s for clip in reader.clip_ids}
     rocs = {}
     available = [name for name, path in sed_checkpoints.items() if path.is_file()]
@@ -98,8 +98,7 @@ def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipRead
 def _windows(cfg: Any, payload: Mapping[str, Any], reader: ClipReader) -> list[int]:
     """Per-class median filter lengths: the ones the SED stage tuned and saved, else `evaluate.median_windows`."""
     saved = (payload.get("postprocessing") or {}).get("median_windows")
-    windows = list(saved) if saved else list(cfg.median_windows)
-    return windows * len(reader.class_names) if len(windows) == 1 else windows
+    return median_windows(saved or cfg.median_windows, len(reader.class_names))
 
 
 def _timelines(cfg: Any, scores: Mapping[str, np.ndarray], reference: Mapping[str, list[Any]], reader: ClipReader,

@@ -97,9 +97,3 @@ def sed_frame_scores(model: nn.Module, reader: ClipReader, duration_s: float, ba
         for row, i in enumerate(indices):
             scores[reader.clip_ids[i]] = strong[row].float().numpy()
     return scores
-
-
-def ground_truth(reader: ClipReader) -> dict[str, list[Event]]:
-    """clip id -> reference events with class names."""
-    return {reader.clip_ids[i]: [(on, off, reader.class_names[c]) for on, off, c in reader.events(i)]
-            for i in range(len(reader))}

@@ -17,9 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +29,16 @@ from audiopipe.audio.augment import mix, mixup_params, spec_mask
 from audiopipe.config import AtstSedConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
-from audiopipe.data.sed_batches import UNLABELLED, SEDClipDataset, make_mixed_loader, subset_masks
-from audiopipe.losses.sed import consistency_mse, consistency_weight, rampup_weight, strong_bce, weak_bce
+from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader, subset_masks
+from audiopipe.losses.sed import consistency_mse, consistency_weight, strong_bce, weak_bce
 from audiopipe.models import build_model
 from audiopipe.models.sed import SEDModel
 from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from audiopipe.training.distributed import resolve_device
 from audiopipe.training.ema import EMA
 from audiopipe.training.loop import BestTracker, TaskResult, fit
+from audiopipe.training.sed_optim import lr_factor, param_groups
+from audiopipe.training.sed_validation import eval_split, evaluate_split, median_windows
 
 log = logging.getLogger(__name__)
 
@@ -341,122 +341,3 @@ def _final_metrics(
     write_roc_csv(out_dir / "psd_roc.csv", rocs)
     plot_roc(out_dir / "psd_roc.png", rocs, title="test PSD-ROC")
     return metrics
-
-
-# ----------------------------------------------------------------------------- optimisation
-
-
-def _encoder_depth(name: str, n_blocks: int) -> int:
-    """Layer-wise LR decay index counted from the top: final norm 0, last block 1, ..., embeddings n + 1."""
-    found = re.search(r"blocks\.(\d+)\.", name)
-    if found:
-        return n_blocks - int(found.group(1))
-    return 0 if "norm" in name and "norm_pre" not in name else n_blocks + 1
-
-
-def param_groups(model: SEDModel, cfg: AtstSedConfig, phase: int) -> list[dict[str, Any]]:
-    """Adam groups (spec §6.4): `cnn.*` at lr_cnn; GRU, cat_tf and heads at lr_rnn; in phase 2 each encoder
-    layer at lr_encoder * encoder_lr_scale ** depth (depth 0 = final norm, counting down to the embeddings)."""
-    cnn = [p for n, p in model.named_parameters() if n.startswith("cnn.")]
-    enc_prefix = f"{model.encoder_name}." if model.encoder_name else None
-    rnn = [
-        p
-        for n, p in model.named_parameters()
-        if not n.startswith("cnn.") and not (enc_prefix and n.startswith(enc_prefix))
-    ]
-    groups = [{"params": cnn, "lr": cfg.lr_cnn, "name": "cnn"}, {"params": rnn, "lr": cfg.lr_rnn, "name": "rnn"}]
-    if phase == 2 and model.encoder is not None:
-        named = list(model.encoder.named_parameters())
-        n_blocks = 1 + max((int(m.group(1)) for n, _ in named if (m := re.search(r"blocks\.(\d+)\.", n))), default=-1)
-        by_depth: dict[int, list[nn.Parameter]] = {}
-        for name, param in named:
-            by_depth.setdefault(_encoder_depth(name, n_blocks), []).append(param)
-        groups += [
-            {"params": ps, "lr": cfg.lr_encoder * cfg.encoder_lr_scale**d, "name": f"encoder_{d}"}
-            for d, ps in sorted(by_depth.items())
-        ]
-    return groups
-
-
-def lr_factor(step: int, *, rampup_steps: int, total_steps: int, cos_down: bool) -> float:
-    """ATST-SED LR multiplier at optimizer step `step` (from 1): exp ramp-up, then constant or cosine to 10 %."""
-    if step < rampup_steps or not cos_down:
-        return rampup_weight(step, rampup_steps)
-    progress = min(1.0, (step - rampup_steps) / max(1, total_steps - rampup_steps))
-    return 0.1 + 0.9 * (1.0 + math.cos(math.pi * progress)) / 2.0
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def median_windows(window: Sequence[int], n_classes: int) -> list[int]:
-    """Per-class median filter lengths; a single value applies to every class."""
-    if len(window) == 1:
-        return [int(window[0])] * n_classes
-    if len(window) != n_classes:
-        raise ValueError(f"median_window has {len(window)} entries for {n_classes} classes")
-    return [int(w) for w in window]
-
-
-def eval_split(h5_path: Path, *, duration_s: float, sample_rate: int) -> SEDClipDataset:
-    """A strong-labelled split for evaluation: audio at the model rate, cached so that every later
-    validation reads and resamples nothing (`kind=UNLABELLED`: no frame targets are built)."""
-    return SEDClipDataset(
-        h5_path, duration_s=duration_s, n_frames=0, frame_rate_hz=1.0, kind=UNLABELLED, sample_rate=sample_rate,
-        cache=True,
-    )
-
-
-@torch.no_grad()
-def predict_strong(
-    models: Mapping[str, nn.Module], dataset: SEDClipDataset, *, batch_size: int
-) -> dict[str, dict[str, np.ndarray]]:
-    """Frame probabilities {model name: {clip_id: (C, T') numpy}} of every clip, all models on each batch."""
-    scores: dict[str, dict[str, np.ndarray]] = {name: {} for name in models}
-    for model in models.values():
-        model.eval()
-    for start in range(0, len(dataset), batch_size):
-        indices = range(start, min(start + batch_size, len(dataset)))
-        audio = torch.stack([dataset.audio(i) for i in indices])
-        ids = [dataset.reader.clip_ids[i] for i in indices]
-        for name, model in models.items():
-            strong, _ = model(audio.to(next(model.parameters()).device))
-            scores[name].update({cid: s.float().cpu().numpy() for cid, s in zip(ids, strong)})
-    return scores
-
-
-def evaluate_split(
-    models: Mapping[str, nn.Module],
-    dataset: SEDClipDataset,
-    cfg: AtstSedConfig,
-    windows: list[int],
-    *,
-    operating_points: bool,
-) -> dict[str, Any]:
-    """`audiopipe.metrics.sed.evaluate_sed` of each model on one split with strong labels: {name: SEDEvaluation}.
-
-    Scores are frame probabilities at the model's `frame_rate_hz` on the same grid the training targets use
-    (`audiopipe.data.labels.encode_events`); ground truth, durations and class names come from the pack.
-    """
-    from audiopipe.metrics.sed import evaluate_sed
-
-    reader = dataset.reader
-    names = reader.class_names
-    truth = {cid: [(on, off, names[c]) for on, off, c in reader.events(i)] for i, cid in enumerate(reader.clip_ids)}
-    durations = {
-        cid: min(cfg.clip_duration_s, reader.num_samples(i) / reader.sample_rate)
-        for i, cid in enumerate(reader.clip_ids)
-    }
-    scores = predict_strong(models, dataset, batch_size=cfg.eval_batch_size)
-    return {
-        name: evaluate_sed(
-            scores[name],
-            truth,
-            durations,
-            class_names=names,
-            frame_rate_hz=float(model.frame_rate_hz),
-            median_windows=windows,
-            operating_points=operating_points,
-        )
-        for name, model in models.items()
-    }
