@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiopipe.audio.resample import resample
+from audiopipe.data.datasets import fit_length, read_clip
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.metrics.tagging import average_precision_per_class, tagging_metrics
 from audiopipe.models import build_model, load_model
@@ -21,14 +21,12 @@ Event = tuple[float, float, str]
 
 
 def _waveforms(reader: ClipReader, indices: list[int], sample_rate: int, duration_s: float) -> torch.Tensor:
+    """(B, T) batch of clips cropped/padded to `duration_s` and resampled to the model's rate."""
     length = int(round(duration_s * sample_rate))
-    batch = np.zeros((len(indices), length), dtype=np.float32)
-    for row, i in enumerate(indices):
-        audio = reader.read_audio(i)
-        if reader.sample_rate != sample_rate:
-            audio = resample(audio, reader.sample_rate, sample_rate)
-        batch[row, : min(length, len(audio))] = audio[:length]
-    return torch.from_numpy(batch)
+    at_pack_rate = int(round(duration_s * reader.sample_rate))
+    return torch.from_numpy(np.stack([
+        fit_length(read_clip(reader, i, at_pack_rate, sample_rate), length).astype(np.float32) for i in indices
+    ]))
 
 
 def check_classes(model_classes: list[str], reader: ClipReader, source: str) -> None:
