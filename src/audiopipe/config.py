@@ -309,11 +309,14 @@ class AtstSedConfig:
     encoder_lr_scale: float
     cos_down: bool
     const_max: float
+    consistency: str  # mean_teacher (stage 1) | ict (stage 2: interpolation consistency when mixup fired)
     weak_loss_weight: float
     ema_decay: float
     ema_warm_start: bool
     mixup_prob: float
     mixup_alpha: float
+    mixup_encoder_input: bool  # stage 2: mix the encoder's linear input with the SED mel (same draw)
+    freq_warp_prob: float  # stage 2: 0.5, frequency warping of the encoder input per subset group
     frame_shift_max_frames: int
     mask_time_frames: float
     mask_freq_bins: float

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audiopipe.audio.augment import mix, mixup, mixup_params, random_gain, random_scale, spec_mask, time_roll
+from audiopipe.audio.augment import (
+    freq_warp,
+    group_mixup_params,
+    mix,
+    mix_groups,
+    mixup,
+    mixup_params,
+    random_gain,
+    random_scale,
+    spec_mask,
+    time_roll,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -102,3 +113,58 @@ def test_time_roll_on_spectrogram_axis_keeps_frequency_content() -> None:
     spec = torch.randn(2, 1, 30, 8)
     out = time_roll(spec, axis=-2, generator=_gen())
     torch.testing.assert_close(out.sum(dim=2), spec.sum(dim=2))
+
+
+def test_group_mixup_mixes_only_inside_each_group() -> None:
+    groups = torch.tensor([0, 0, 0, 1, 1, 2])  # the lone clip of group 2 is never mixed
+    draws = group_mixup_params(groups, alpha=0.2, prob=1.0, generator=_gen(1))
+    assert sorted(tuple(d.index.tolist()) for d in draws) == [(0, 1, 2), (3, 4)]
+    x = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0, 99.0]).unsqueeze(1)
+    mixed = mix_groups(x, draws)
+    assert mixed[5].item() == 99.0
+    assert ((mixed[:3] >= 1.0) & (mixed[:3] <= 3.0)).all() and ((mixed[3:5] >= 10.0) & (mixed[3:5] <= 20.0)).all()
+    for draw in draws:  # one weight per group, partners a permutation of the group
+        assert torch.all(draw.lam == draw.lam[0]) and sorted(draw.partner.tolist()) == list(range(draw.index.numel()))
+
+
+def test_group_mixup_coin_and_clamp() -> None:
+    assert group_mixup_params(torch.zeros(4, dtype=torch.long), alpha=0.2, prob=0.0, generator=_gen()) == []
+    draws = group_mixup_params(torch.zeros(4, dtype=torch.long), alpha=0.2, prob=1.0, generator=_gen())
+    labels = torch.tensor([[1.5], [0.0], [1.5], [0.0]])
+    assert mix_groups(labels, draws, clamp=(0.0, 1.0)).max().item() <= 1.0
+    assert torch.equal(mix_groups(labels, []), labels)
+
+
+def test_freq_warp_with_full_band_is_identity() -> None:
+    x = torch.randn(2, 64, 30)
+    torch.testing.assert_close(freq_warp(x, freq_axis=1, time_axis=2, min_scale=1.0, generator=_gen()), x)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_freq_warp_stretches_one_band_shared_by_the_batch(seed: int) -> None:
+    n_freq, n_time = 64, 7
+    ramp = torch.arange(n_freq, dtype=torch.float32)  # value = bin index, so the output reveals the crop
+    x = torch.stack([ramp + 100.0 * b for b in range(3)]).unsqueeze(-1).expand(3, n_freq, n_time).contiguous()
+    out = freq_warp(x, freq_axis=1, time_axis=2, min_scale=0.6, generator=_gen(seed))
+    relative = out - 100.0 * torch.arange(3.0).view(3, 1, 1)
+    torch.testing.assert_close(relative, relative[:1].expand_as(relative), atol=1e-3, rtol=0)  # same crop, all clips
+    torch.testing.assert_close(out, out[..., :1].expand_as(out))  # time untouched
+    low, high = relative[0, 0, 0].item(), relative[0, -1, 0].item()  # align_corners: end bins are exact
+    band = round(high - low) + 1
+    assert abs(low - round(low)) < 1e-4 and int(0.6 * n_freq) <= band <= n_freq and high <= n_freq - 1 + 1e-4
+
+
+def test_freq_warp_on_eat_layout_warps_the_last_axis() -> None:
+    ramp = torch.arange(128, dtype=torch.float32)
+    x = ramp.expand(1, 1, 5, 128).contiguous()  # (B, 1, T, F)
+    out = freq_warp(x, freq_axis=-1, time_axis=-2, min_scale=0.6, generator=_gen(3))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, out[:, :, :1].expand_as(out))
+    assert not torch.equal(out, x)
+
+
+def test_freq_warp_rejects_bad_axes_and_scale() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        freq_warp(torch.zeros(1, 4, 4), freq_axis=1, time_axis=1)
+    with pytest.raises(ValueError, match="min_scale"):
+        freq_warp(torch.zeros(1, 4, 4), freq_axis=1, time_axis=2, min_scale=0.0)

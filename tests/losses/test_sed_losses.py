@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiopipe.losses.sed import consistency_mse, consistency_weight, rampup_weight, strong_bce, weak_bce
+from audiopipe.audio.augment import GroupMix
+from audiopipe.losses.sed import (
+    consistency_mse,
+    consistency_weight,
+    ict_consistency,
+    rampup_weight,
+    strong_bce,
+    weak_bce,
+)
 
 
 def test_strong_bce_uses_only_masked_clips() -> None:
@@ -50,3 +58,32 @@ def test_rampup_is_exponential_sigmoid_shape(step: int, expected: float) -> None
 def test_no_rampup_and_const_max() -> None:
     assert rampup_weight(0, 0) == 1.0
     assert consistency_weight(10, rampup_steps=10, const_max=70.0) == pytest.approx(70.0)
+
+
+def test_ict_targets_are_teacher_outputs_mixed_like_the_input() -> None:
+    torch.manual_seed(0)
+    s_strong, t_strong = torch.rand(4, 2, 5), torch.rand(4, 2, 5)
+    s_weak, t_weak = torch.rand(4, 2), torch.rand(4, 2)
+    draws = [GroupMix(torch.tensor([0, 1]), torch.tensor([0.3, 0.3]), torch.tensor([1, 0])),
+             GroupMix(torch.tensor([2, 3]), torch.tensor([0.8, 0.8]), torch.tensor([1, 0]))]
+    expected = torch.zeros(())
+    for rows, lam in (([0, 1], 0.3), ([2, 3], 0.8)):
+        a, b = rows
+
+        def mixed(t: torch.Tensor, a: int = a, b: int = b, lam: float = lam) -> torch.Tensor:
+            return torch.stack([lam * t[a] + (1 - lam) * t[b], lam * t[b] + (1 - lam) * t[a]])
+
+        target_strong, target_weak = mixed(t_strong), mixed(t_weak)
+        expected = expected + F.mse_loss(s_strong[rows], target_strong) + 0.5 * F.mse_loss(s_weak[rows], target_weak)
+    loss = ict_consistency(s_strong, s_weak, t_strong, t_weak, draws, weak_weight=0.5)
+    torch.testing.assert_close(loss, expected / 24.0)
+
+
+def test_ict_is_zero_when_the_student_matches_the_mixed_teacher_and_needs_draws() -> None:
+    t_strong, t_weak = torch.rand(2, 3, 4), torch.rand(2, 3)
+    draw = GroupMix(torch.tensor([0, 1]), torch.tensor([0.5, 0.5]), torch.tensor([1, 0]))
+    s_strong = (0.5 * t_strong + 0.5 * t_strong.flip(0)).requires_grad_()
+    s_weak = 0.5 * t_weak + 0.5 * t_weak.flip(0)
+    assert ict_consistency(s_strong, s_weak, t_strong, t_weak, [draw]).item() < 1e-12
+    with pytest.raises(ValueError, match="mixup draws"):
+        ict_consistency(s_strong, s_weak, t_strong, t_weak, [])

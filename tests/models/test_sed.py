@@ -218,6 +218,27 @@ def test_eat_adapter_frames_and_fusion() -> None:
     assert strong.shape == (3, 10, out_frames(SR)) and ((weak >= 0) & (weak <= 1)).all()
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("sed_atst", TINY_ATST),
+     ("sed_eat", {"encoder_preset": "eat_demo", "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 4}})],
+)
+def test_encoder_input_splits_at_the_linear_mel(name: str, kwargs: dict[str, Any]) -> None:
+    """Stage 2 mixes clips between `linear_input` and `input_from_linear`: the split must be lossless."""
+    from audiopipe.models.sed_encoders import AugmentableFrameEncoder
+
+    torch.manual_seed(0)
+    encoder = build(name, **kwargs, **TINY_CRNN).eval().encoder
+    assert isinstance(encoder, AugmentableFrameEncoder)
+    wave = 0.1 * torch.randn(2, SR)
+    linear = encoder.linear_input(wave)
+    assert (linear >= 0).all()
+    features = encoder.input_from_linear(linear)
+    torch.testing.assert_close(features, encoder.input_features(wave), atol=1e-5, rtol=0)
+    torch.testing.assert_close(encoder.frames_from_input(features), encoder.frame_features(wave), atol=1e-5, rtol=0)
+    assert features.shape[encoder.freq_axis] in (64, 128) and features.shape[encoder.time_axis] > 64
+
+
 def test_unknown_name_is_rejected() -> None:
     with pytest.raises(KeyError, match="sed_atst"):
         build("sed_beats")

@@ -40,11 +40,14 @@ def tiny_config(**overrides: object) -> AtstSedConfig:
         encoder_lr_scale=0.5,
         cos_down=True,
         const_max=2.0,
+        consistency="ict",
         weak_loss_weight=0.5,
         ema_decay=0.9,
         ema_warm_start=True,
         mixup_prob=1.0,
         mixup_alpha=0.2,
+        mixup_encoder_input=True,
+        freq_warp_prob=0.5,
         frame_shift_max_frames=1,
         mask_time_frames=2.0,
         mask_freq_bins=8.0,
@@ -213,3 +216,76 @@ def test_frame_targets_line_up_with_model_frames_on_a_32k_pack(tmp_path: Path) -
     assert not loud[outside].any() and (target[outside] == 0).all()
     # and the targets are exactly the loud frames up to one boundary frame at each end
     assert abs(int(target.sum()) - int(loud.sum())) <= 2
+
+
+def _step_inputs(**overrides: object) -> tuple:
+    from audiopipe.models import build_model
+    from audiopipe.training.ema import EMA
+
+    torch.manual_seed(0)
+    values: dict[str, object] = {"mixup_prob": 1.0, "frame_shift_max_frames": 0, "mask_time_frames": 0.0,
+                                 "mask_freq_bins": 0.0, **overrides}
+    cfg = tiny_config(**values)
+    model = build_model("sed_eat", n_classes=3, encoder_preset="eat_demo", encoder_kwargs={"depth": 1},
+                        **cfg.crnn_kwargs)
+    batch = {
+        "audio": 0.1 * torch.randn(4, 16000),
+        "strong": (torch.rand(4, 3, output_frames(model, 1.0)) > 0.7).float(),
+        "weak": (torch.rand(4, 3) > 0.5).float(),
+        "subset": torch.tensor([0, 0, 2, 2]),  # two strong clips, two unlabelled
+    }
+    return cfg, model, EMA(model, decay=0.9), batch
+
+
+def _spy(module: torch.nn.Module, name: str, seen: list) -> None:
+    original = getattr(module, name)
+
+    def record(x: torch.Tensor, *args: object) -> object:
+        seen.append(x.detach().clone())
+        return original(x, *args)
+
+    setattr(module, name, record)
+
+
+@pytest.mark.parametrize("consistency", ["ict", "mean_teacher"])
+def test_stage2_teacher_sees_clean_input_only_with_ict(consistency: str) -> None:
+    from audiopipe.training.finetune_sed import _SEDStep
+
+    cfg, model, teacher, batch = _step_inputs(consistency=consistency, freq_warp_prob=0.0, mixup_encoder_input=True)
+    teacher_mels: list = []
+    teacher_inputs: list = []
+    _spy(teacher.module, "forward_features", teacher_mels)
+    _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
+    out = _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    clean_mel = model.mel_spec(batch["audio"])
+    clean_input = model.encoder.input_features(batch["audio"])
+    assert out["ict"].item() == float(consistency == "ict") and torch.isfinite(out["loss"])
+    if consistency == "ict":  # spec §6.2: teacher on the original un-mixed SED mel and encoder mel
+        torch.testing.assert_close(teacher_mels[0], clean_mel, atol=1e-5, rtol=0)
+        torch.testing.assert_close(teacher_inputs[0], clean_input, atol=1e-5, rtol=0)
+    else:  # plain mean teacher: the same mixed input as the student
+        assert not torch.allclose(teacher_mels[0], clean_mel, atol=1e-3)
+        assert not torch.allclose(teacher_inputs[0], clean_input, atol=1e-3)
+
+
+def test_stage2_frequency_warp_draws_separately_for_student_and_teacher() -> None:
+    from audiopipe.training.finetune_sed import _SEDStep
+
+    cfg, model, teacher, batch = _step_inputs(mixup_prob=0.0, freq_warp_prob=1.0)
+    student_inputs: list = []
+    teacher_inputs: list = []
+    _spy(model.encoder, "frames_from_input", student_inputs)
+    _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
+    _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    clean_input = model.encoder.input_features(batch["audio"])
+    assert student_inputs[0].shape == clean_input.shape
+    assert not torch.allclose(student_inputs[0], clean_input, atol=1e-3)
+    assert not torch.allclose(teacher_inputs[0], clean_input, atol=1e-3)
+    assert not torch.allclose(student_inputs[0], teacher_inputs[0], atol=1e-3)
+
+
+def test_unknown_consistency_type_is_rejected(tmp_path: Path) -> None:
+    make_synthetic_pack(tmp_path / "pack", n_per_split=2, duration_s=1.0, seed=3)
+    with pytest.raises(ValueError, match="consistency"):
+        train_atst_sed(tiny_config(consistency="pseudo_label"), phase=1, clips_dir=tmp_path / "pack",
+                       encoder_checkpoint=None, init_checkpoint=None, checkpoint=tmp_path / "m.pt")

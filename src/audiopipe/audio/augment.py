@@ -23,10 +23,25 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["mix", "mixup", "mixup_params", "random_gain", "random_scale", "spec_mask", "time_roll"]
+__all__ = [
+    "GroupMix",
+    "freq_warp",
+    "group_mixup_params",
+    "mix",
+    "mix_groups",
+    "mixup",
+    "mixup_params",
+    "random_gain",
+    "random_scale",
+    "spec_mask",
+    "time_roll",
+]
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -100,6 +115,84 @@ def mixup(
         x.shape[0], alpha=alpha, prob=prob, pairing=pairing, per_example=per_example, generator=generator
     )
     return mix(x, lam, partner), mix(targets, lam, partner)
+
+
+@dataclass(frozen=True)
+class GroupMix:
+    """One mixup draw inside one group of a batch: rows `index` are mixed with rows `index[partner]`."""
+
+    index: torch.Tensor  # (n,) int64 rows of the batch that form the group
+    lam: torch.Tensor  # (n,) float32 weight of each row itself
+    partner: torch.Tensor  # (n,) int64 positions *within the group* of each row's partner
+
+
+def group_mixup_params(
+    groups: torch.Tensor, *, alpha: float, prob: float, generator: torch.Generator | None = None
+) -> list[GroupMix]:
+    """ATST-SED mixup draws: one coin per batch (`prob`), then per group (value of `groups`, e.g. strong / weak /
+    unlabelled) its own Beta(alpha, alpha) weight and random permutation; groups of fewer than 2 rows are not
+    mixed. Returns [] when the batch is not mixed.
+
+    Shapes:
+        groups (B,) integer group id of each row.
+    """
+    if alpha <= 0 or torch.rand(1, generator=generator).item() >= prob:
+        return []
+    draws = []
+    for group in groups.unique().tolist():
+        index = torch.nonzero(groups == group).flatten()
+        if index.numel() < 2:
+            continue
+        lam, partner = mixup_params(index.numel(), alpha=alpha, pairing="permute", generator=generator)
+        draws.append(GroupMix(index, lam, partner))
+    return draws
+
+
+def mix_groups(
+    t: torch.Tensor, draws: list[GroupMix], *, clamp: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """Apply `group_mixup_params` draws to any tensor with the batch on axis 0 (inputs, labels, teacher
+    outputs); rows outside every group are unchanged. `clamp` bounds the mixed rows (soft labels: (0, 1))."""
+    out = t.clone()
+    for draw in draws:
+        index = draw.index.to(t.device)
+        mixed = mix(t[index], draw.lam, draw.partner)
+        out[index] = mixed if clamp is None else mixed.clamp(*clamp)
+    return out
+
+
+def freq_warp(
+    spec: torch.Tensor,
+    *,
+    freq_axis: int,
+    time_axis: int,
+    min_scale: float = 0.6,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Frequency warping (ATST-SED `RandomResizeCrop((1, 1.0), time_scale=(1.0, 1.0))`): crop one band of
+    floor(U(min_scale, 1) * F) bins at a random offset and resize it back to F bins with bicubic interpolation
+    (align_corners=True); time is kept. One crop per call, shared by every example of `spec`.
+
+    Shapes:
+        spec (B, ...) with the named frequency and time axes (ATST mel (B, F, T); EAT fbank (B, 1, T, F));
+        output has the same shape and dtype.
+    """
+    freq_axis, time_axis = freq_axis % spec.dim(), time_axis % spec.dim()
+    if 0 in (freq_axis, time_axis) or freq_axis == time_axis:
+        raise ValueError("freq_axis and time_axis must be distinct non-batch axes")
+    if not 0.0 < min_scale <= 1.0:
+        raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
+    n_freq, n_time = spec.shape[freq_axis], spec.shape[time_axis]
+    band = max(1, int(float(_uniform(1, min_scale, 1.0, generator)) * n_freq))
+    start = int(torch.randint(0, n_freq - band + 1, (1,), generator=generator))
+    others = [a for a in range(1, spec.dim()) if a not in (freq_axis, time_axis)]
+    order = [0, *others, freq_axis, time_axis]
+    x = spec.permute(order)  # (B, ..., F, T)
+    lead = x.shape[:-2]
+    x = x.narrow(-2, start, band).reshape(-1, 1, band, n_time).float()
+    x = F.interpolate(x, size=(n_freq, n_time), mode="bicubic", align_corners=True)
+    x = x.reshape(*lead, n_freq, n_time).to(spec.dtype)
+    return x.permute([order.index(a) for a in range(spec.dim())]).contiguous()
 
 
 def _axis_mask(size: int, max_width: float, batch: int, generator: torch.Generator | None) -> torch.Tensor:

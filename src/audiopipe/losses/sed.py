@@ -13,6 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from audiopipe.audio.augment import GroupMix, mix_groups
+
+# ATST-SED stage 2 divides the summed per-group ICT losses by 6 and by 4 (`stage2_trainer.py`, spec §6.2).
+ICT_NORMALISER = 24.0
+
 
 def _masked_bce(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if not bool(mask.any()):
@@ -46,6 +51,34 @@ def consistency_mse(
     return F.mse_loss(strong_student, strong_teacher.detach()) + weak_weight * F.mse_loss(
         weak_student, weak_teacher.detach()
     )
+
+
+def ict_consistency(
+    strong_student: torch.Tensor,
+    weak_student: torch.Tensor,
+    strong_teacher: torch.Tensor,
+    weak_teacher: torch.Tensor,
+    draws: list[GroupMix],
+    *,
+    weak_weight: float = 0.5,
+) -> torch.Tensor:
+    """Interpolation consistency (ICT, ATST-SED stage 2 when mixup fired): the student saw the mixed batch, the
+    teacher the clean one; each group's targets are the teacher outputs mixed with that group's draw (clamped
+    to [0, 1]). Returns sum over groups of [MSE(strong) + weak_weight * MSE(weak)] / 24 (spec §6.2).
+
+    Args:
+        draws: The `group_mixup_params` draws that mixed the student's input (non-empty).
+    """
+    if not draws:
+        raise ValueError("ICT needs the mixup draws of this batch; use consistency_mse when nothing was mixed")
+    strong_target = mix_groups(strong_teacher.detach(), draws, clamp=(0.0, 1.0))
+    weak_target = mix_groups(weak_teacher.detach(), draws, clamp=(0.0, 1.0))
+    total = strong_student.new_zeros(())
+    for draw in draws:
+        index = draw.index.to(strong_student.device)
+        total = total + F.mse_loss(strong_student[index], strong_target[index])
+        total = total + weak_weight * F.mse_loss(weak_student[index], weak_target[index])
+    return total / ICT_NORMALISER
 
 
 def rampup_weight(step: int, rampup_steps: int) -> float:

@@ -269,7 +269,8 @@ def frame_auc(
     rows_s, rows_y = [], []
     for clip, s in scores.items():
         events = [(on, off, lookup[lab]) for on, off, lab in ground_truth.get(clip, []) if lab in lookup]
-        rows_y.append(encode_events(events, n_classes=len(class_names), n_frames=s.shape[1], frame_rate_hz=frame_rate_hz))
+        n_classes, n_frames = len(class_names), s.shape[1]
+        rows_y.append(encode_events(events, n_classes=n_classes, n_frames=n_frames, frame_rate_hz=frame_rate_hz))
         rows_s.append(s)
     y, s = np.concatenate(rows_y, axis=1), np.concatenate(rows_s, axis=1)
     aucs = [roc_auc_score(y[c], s[c]) for c in range(len(class_names)) if 0 < y[c].sum() < y.shape[1]]

@@ -39,6 +39,25 @@ class FrameEncoder(Protocol):
     def frame_features(self, waveform: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class AugmentableFrameEncoder(FrameEncoder, Protocol):
+    """A `FrameEncoder` whose input can be augmented between its front end and the network (ATST-SED stage 2:
+    mixup in the linear power-mel domain, frequency warping of the normalised input).
+
+    `frames_from_input(input_from_linear(linear_input(w)))` equals `frame_features(w)`; `freq_axis` and
+    `time_axis` name the axes of the normalised input.
+    """
+
+    freq_axis: int
+    time_axis: int
+
+    def linear_input(self, waveform: torch.Tensor) -> torch.Tensor: ...
+
+    def input_from_linear(self, linear: torch.Tensor) -> torch.Tensor: ...
+
+    def frames_from_input(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
 def _trainable(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
@@ -57,6 +76,7 @@ class ATSTFrameEncoder(nn.Module):
     """
 
     module_name = "atst_frame"
+    freq_axis, time_axis = 1, 2  # normalised mel (B, 64, frames)
 
     def __init__(self, encoder: FrameAST, top_db_scope: str = "batch") -> None:
         super().__init__()
@@ -68,6 +88,14 @@ class ATSTFrameEncoder(nn.Module):
     def input_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """(B, T) -> normalised ATST mel (B, 64, frames), the encoder input (augment it here in training)."""
         return self.frontend(waveform)
+
+    def linear_input(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> linear power mel (B, 64, frames): where ATST-SED stage 2 mixes clips."""
+        return self.frontend.power_mel(waveform)
+
+    def input_from_linear(self, linear: torch.Tensor) -> torch.Tensor:
+        """Power mel (B, 64, frames) -> normalised ATST mel (dB, floor, clamp, affine)."""
+        return self.frontend.normalize(linear)
 
     def frames_from_input(self, mel: torch.Tensor) -> torch.Tensor:
         """Normalised mel (B, 64, frames) -> (B, frames // 4, D), in chunks of at most `max_tokens` tokens."""
@@ -95,6 +123,7 @@ class EATFrameEncoder(nn.Module):
     """
 
     module_name = "eat_frame"
+    freq_axis, time_axis = 3, 2  # normalised fbank (B, 1, T_f', 128)
 
     def __init__(self, encoder: EATEncoder) -> None:
         super().__init__()
@@ -108,6 +137,16 @@ class EATFrameEncoder(nn.Module):
     def input_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """(B, T) -> normalised fbank (B, 1, T_f', 128), T_f' a multiple of 16."""
         return self.frontend(waveform)
+
+    def linear_input(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> linear mel energies exp(fbank) (B, T_f, 128), unpadded: where clips are mixed."""
+        return self.frontend.fbank(waveform).exp()
+
+    def input_from_linear(self, linear: torch.Tensor) -> torch.Tensor:
+        """Mel energies (B, T_f, 128) -> log, end padding to a multiple of 16, normalisation (B, 1, T_f', 128).
+
+        Kaldi's fbank floors energies at float32 epsilon before the log; the same floor is applied here."""
+        return self.frontend.normalize_fbank(linear.clamp(min=torch.finfo(torch.float32).eps).log())
 
     def frames_from_input(self, spectrogram: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and _trainable(self)):

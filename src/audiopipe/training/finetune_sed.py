@@ -6,10 +6,12 @@ order of `cfg.batch_sizes`); writes the final checkpoint (best epoch by teacher 
 
 Phase 1: build the fused model (`cfg.model`, encoder weights from `encoder_checkpoint`), encoder frozen,
 CRNN + heads trained. Phase 2: rebuild the phase-1 model from `init_checkpoint` (student and mean teacher),
-encoder unfrozen with layer-wise decayed LRs. Both: mean-teacher consistency (EMA of the student) with the
-exponential ramp-up, strong BCE on strong clips, weak BCE on strong + weak clips, mixup per subset group,
+encoder unfrozen with layer-wise decayed LRs. Both: EMA mean teacher with the exponential consistency ramp-up,
+strong BCE on strong clips, weak BCE on strong + weak clips, mixup per subset group in the linear mel domain,
 frame shift, time/frequency masking of the student's SED mel, LR warm-up (then cosine to 10 % if
-`cfg.cos_down`).
+`cfg.cos_down`). Stage-2 specifics are switches (spec §5.5, §6.2): `consistency: ict` (teacher on the clean
+input, targets mixed like the student's input), `mixup_encoder_input` (mix the encoder's power mel with the
+same draw) and `freq_warp_prob` (frequency warping of the encoder input).
 """
 
 from __future__ import annotations
@@ -19,20 +21,21 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from audiopipe.audio.augment import mix, mixup_params, spec_mask
+from audiopipe.audio.augment import GroupMix, freq_warp, group_mixup_params, mix_groups, spec_mask
 from audiopipe.config import AtstSedConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader, subset_masks
-from audiopipe.losses.sed import consistency_mse, consistency_weight, strong_bce, weak_bce
+from audiopipe.losses.sed import consistency_mse, consistency_weight, ict_consistency, strong_bce, weak_bce
 from audiopipe.models import build_model
 from audiopipe.models.sed import SEDModel
+from audiopipe.models.sed_encoders import AugmentableFrameEncoder
 from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from audiopipe.training.distributed import resolve_device
 from audiopipe.training.ema import EMA
@@ -41,6 +44,8 @@ from audiopipe.training.sed_optim import lr_factor, param_groups
 from audiopipe.training.sed_validation import eval_split, evaluate_split, median_windows
 
 log = logging.getLogger(__name__)
+
+CONSISTENCY_TYPES = ("mean_teacher", "ict")
 
 
 def _build(
@@ -74,30 +79,32 @@ def _frame_shift(
     return audio, strong
 
 
-def _mixup_groups(
-    audio: torch.Tensor,
-    strong: torch.Tensor,
-    weak: torch.Tensor,
-    subset: torch.Tensor,
-    cfg: AtstSedConfig,
+def _warp_groups(
+    features: torch.Tensor, subset: torch.Tensor, encoder: AugmentableFrameEncoder, prob: float,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, ...]:
-    """Mixup within each subset group (one draw per group, soft targets clamped to [0, 1])."""
-    audio, strong, weak = audio.clone(), strong.clone(), weak.clone()
-    if torch.rand(1, generator=generator).item() >= cfg.mixup_prob:
-        return audio, strong, weak
+) -> torch.Tensor:
+    """Frequency-warp the encoder input of each subset group with probability `prob` (one crop per group)."""
+    if prob <= 0:
+        return features
+    out = features.clone()
     for kind in subset.unique().tolist():
-        idx = torch.nonzero(subset == kind).flatten()
-        if idx.numel() < 2:
+        if torch.rand(1, generator=generator).item() >= prob:
             continue
-        lam, partner = mixup_params(idx.numel(), alpha=cfg.mixup_alpha, pairing="permute", generator=generator)
-        for tensor in (audio, strong, weak):
-            tensor[idx] = mix(tensor[idx], lam, partner).clamp(-1.0 if tensor is audio else 0.0, 1.0)
-    return audio, strong, weak
+        index = torch.nonzero(subset == kind).flatten().to(features.device)
+        out[index] = freq_warp(
+            features[index], freq_axis=encoder.freq_axis, time_axis=encoder.time_axis, generator=generator
+        )
+    return out
 
 
 class _SEDStep:
-    """step_fn for `fit`: augmentation, student/teacher forward passes and the semi-supervised loss."""
+    """step_fn for `fit`: augmentation, student/teacher forward passes and the semi-supervised loss.
+
+    Student input: frame shift (waveform), mixup per subset group (linear SED magnitude mel; also the encoder's
+    linear input when `cfg.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of
+    the encoder input (`cfg.freq_warp_prob`). Teacher input: the same mixed SED mel for `mean_teacher`
+    consistency (stage 1); the clean one for `ict` (stage 2), with its own frequency-warp draw.
+    """
 
     def __init__(
         self, cfg: AtstSedConfig, phase: int, teacher: EMA, generator: torch.Generator, rampup_steps: int
@@ -106,33 +113,64 @@ class _SEDStep:
         self.rampup_steps = rampup_steps
         self.step = 0  # optimizer steps taken (fit's on_optimizer_step keeps it current)
 
+    def _encoder_frames(
+        self, raw: SEDModel, audio: torch.Tensor, subset: torch.Tensor, draws: list[GroupMix]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(student frames, teacher frames); the teacher's are None when it shares the student's frozen
+        encoder on the same input (stage 1)."""
+        cfg, encoder = self.cfg, raw.encoder
+        if encoder is None:
+            return None, None
+        if not isinstance(encoder, AugmentableFrameEncoder):  # checked in train_atst_sed: no encoder augmentation
+            return encoder.frame_features(audio), None
+        linear = encoder.linear_input(audio)
+        student_linear = mix_groups(linear, draws) if cfg.mixup_encoder_input else linear
+        student_in = _warp_groups(
+            encoder.input_from_linear(student_linear), subset, encoder, cfg.freq_warp_prob, self.generator
+        )
+        frames = encoder.frames_from_input(student_in)
+        if self.phase == 1:
+            return frames, None
+        teacher_linear = linear if cfg.consistency == "ict" else student_linear
+        teacher_encoder = cast(AugmentableFrameEncoder, self.teacher.module.encoder)
+        teacher_in = _warp_groups(
+            encoder.input_from_linear(teacher_linear), subset, encoder, cfg.freq_warp_prob, self.generator
+        )
+        with torch.no_grad():
+            return frames, teacher_encoder.frames_from_input(teacher_in)
+
     def __call__(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        cfg, raw = self.cfg, getattr(model, "module", model)
+        cfg, raw = self.cfg, cast(SEDModel, getattr(model, "module", model))
         samples_per_frame = int(round(raw.sample_rate / raw.frame_rate_hz))
+        subset = batch["subset"]
         audio, strong = _frame_shift(
             batch["audio"], batch["strong"], cfg.frame_shift_max_frames, samples_per_frame, self.generator
         )
-        audio, strong, weak = _mixup_groups(audio, strong, batch["weak"], batch["subset"], cfg, self.generator)
-        mel = raw.mel_spec(audio)  # (B, F, T) normalised SED mel; the front end has no parameters
-        student_mel = mel
+        draws = group_mixup_params(subset, alpha=cfg.mixup_alpha, prob=cfg.mixup_prob, generator=self.generator)
+        strong, weak = mix_groups(strong, draws, clamp=(0.0, 1.0)), mix_groups(batch["weak"], draws, clamp=(0.0, 1.0))
+        sed_linear = raw.mel_spec.magnitude(audio)  # (B, F, T); the front end has no parameters
+        mixed_mel = raw.mel_spec.normalize(mix_groups(sed_linear, draws))
+        student_mel = mixed_mel
         if cfg.mask_time_frames > 0 or cfg.mask_freq_bins > 0:
             student_mel = spec_mask(
-                mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames, generator=self.generator
+                mixed_mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames, generator=self.generator
             )
-        encoder = raw.encoder
-        frames = None if encoder is None else encoder.frame_features(audio)
+        frames, t_frames = self._encoder_frames(raw, audio, subset, draws)
         s_strong, s_weak = raw.forward_features(student_mel, frames)
+        ict = cfg.consistency == "ict" and bool(draws)
         with torch.no_grad():
             teacher = self.teacher.module.train()  # teacher BN/dropout in train mode (spec §4.4)
-            t_frames = frames
-            if encoder is not None and self.phase == 2:
-                t_frames = teacher.encoder.frame_features(audio)
-            t_strong, t_weak = teacher.forward_features(mel, None if t_frames is None else t_frames.detach())
-        masks = subset_masks(batch["subset"])
+            teacher_mel = raw.mel_spec.normalize(sed_linear) if ict else mixed_mel
+            t_frames = frames if t_frames is None else t_frames
+            t_strong, t_weak = teacher.forward_features(teacher_mel, None if t_frames is None else t_frames.detach())
+        masks = subset_masks(subset)
         loss_strong = strong_bce(s_strong, strong, masks["strong"])
         loss_weak = weak_bce(s_weak, weak, masks["weak"])
         weight = consistency_weight(self.step + 1, rampup_steps=self.rampup_steps, const_max=cfg.const_max)
-        loss_con = consistency_mse(s_strong, s_weak, t_strong, t_weak, weak_weight=cfg.weak_loss_weight)
+        if ict:
+            loss_con = ict_consistency(s_strong, s_weak, t_strong, t_weak, draws, weak_weight=cfg.weak_loss_weight)
+        else:
+            loss_con = consistency_mse(s_strong, s_weak, t_strong, t_weak, weak_weight=cfg.weak_loss_weight)
         loss = loss_strong + cfg.weak_loss_weight * loss_weak + weight * loss_con
         return {
             "loss": loss,
@@ -140,6 +178,7 @@ class _SEDStep:
             "weak_bce": loss_weak.detach(),
             "consistency": loss_con.detach(),
             "consistency_weight": torch.tensor(weight),
+            "ict": torch.tensor(float(ict)),
         }
 
 
@@ -201,12 +240,20 @@ def train_atst_sed(
         raise ValueError(f"phase must be 1 or 2, got {phase}")
     if phase == 2 and init_checkpoint is None:
         raise ValueError("phase 2 starts from phase 1's checkpoint: pass init_checkpoint")
+    if cfg.consistency not in CONSISTENCY_TYPES:
+        raise ValueError(f"consistency must be one of {CONSISTENCY_TYPES}, got {cfg.consistency!r} (params.yaml)")
     torch.manual_seed(cfg.seed)
     clips_dir, checkpoint = Path(clips_dir), Path(checkpoint)
     class_names = list(ClipReader(clips_dir / f"{cfg.train_splits[0]}.h5").class_names)
     model, init_payload = _build(cfg, phase, encoder_checkpoint, init_checkpoint, len(class_names))
     if model.encoder is not None:
         model.freeze_encoder(phase == 1)
+        augments_encoder = cfg.mixup_encoder_input or cfg.freq_warp_prob > 0
+        if augments_encoder and not isinstance(model.encoder, AugmentableFrameEncoder):
+            raise ValueError(
+                f"{type(model.encoder).__name__} has no linear_input/input_from_linear/frames_from_input: set "
+                "mixup_encoder_input: false and freq_warp_prob: 0 in params.yaml, or add those methods"
+            )
     n_frames = output_frames(model, cfg.clip_duration_s)
     if phase == 1 and cfg.head_prior_init:
         init_head_bias(model, clips_dir / f"{cfg.train_splits[0]}.h5", n_frames, float(model.frame_rate_hz))

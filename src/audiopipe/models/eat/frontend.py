@@ -104,10 +104,13 @@ class EATFrontEnd(nn.Module):
             return nn.functional.pad(fbank, (0, 0, 0, target - frames))
         return fbank[:, :target]
 
+    def normalize_fbank(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Log fbank (B, T_f, 128) -> padded/cropped, normalised spectrogram (B, 1, T_f', 128)."""
+        fitted = self.fit_length(fbank)  # (B, T_f', 128), padding before normalisation
+        return ((fitted - self.norm_mean) / (2.0 * self.norm_std)).unsqueeze(1)
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        fbank = self.fit_length(self.fbank(waveform))  # (B, T_f', 128), padding before normalisation
-        normalised = (fbank - self.norm_mean) / (2.0 * self.norm_std)
-        return normalised.unsqueeze(1)  # (B, 1, T_f', 128)
+        return self.normalize_fbank(self.fbank(waveform))
 
     def extra_repr(self) -> str:
         return (f"input_sample_rate={self.input_sample_rate}, target_frames={self.target_frames}, "
