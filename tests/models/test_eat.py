@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -350,6 +352,23 @@ def test_fine_tuned_and_hf_layouts_load_into_the_tagger(tagger: EATTagger) -> No
         load_official(fresh, raw)
         for key, value in ours.items():
             torch.testing.assert_close(fresh.state_dict()[key], value, msg=key)
+
+
+def test_hf_safetensors_file_loads_into_the_tagger(tagger: EATTagger, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    ours = tagger.state_dict()
+    hf = {k.replace("modality_encoders.IMAGE.", "").replace("context_encoder.norm", "pre_norm"): v
+          for k, v in official_pretrained_encoder(ours).items()}
+    hf = {"model." + k: v for k, v in hf.items()}
+    hf.update({"model." + k: ours[k] for k in ("fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias")})
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.detach().clone().contiguous() for k, v in hf.items()}, str(path))
+    torch.manual_seed(2)
+    fresh = EATTagger(n_classes=5, sample_rate=32000, **DEMO, target_frames=112)
+    load_official(fresh, path)
+    for key, value in ours.items():
+        torch.testing.assert_close(fresh.state_dict()[key], value, msg=key)
 
 
 def official_pretrained_encoder(tagger_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
