@@ -222,7 +222,7 @@ class FinetuneEatConfig:
     weight_decay: float
     betas: tuple[float, float]
     warmup_fraction: float
-    min_lr_ratio: float  # cosine floor as a fraction of the peak
+    min_lr_ratio: float  # fairseq min_lr as a fraction of `lr` (absolute floor of every layer-decay group)
     drop_path: float  # stochastic depth, linear 0 -> drop_path over the blocks
     mixup_alpha: float  # Beta(alpha, alpha); 0 disables mixup
     mixup_prob: float

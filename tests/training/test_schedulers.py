@@ -53,3 +53,27 @@ def test_lambda_lr_keeps_group_ratios(factory) -> None:  # noqa: ANN001
     assert lrs[0] == pytest.approx([0.5, 0.05])
     assert lrs[1] == pytest.approx([1.0, 0.1])
     assert all(hi == pytest.approx(10 * lo) for hi, lo in lrs)
+
+
+def test_fairseq_cosine_floor_is_absolute_and_low_groups_run_constant() -> None:
+    """EAT-base fine-tuning: base 5e-5, min_lr 1e-6, layer decay 0.65 over 12 blocks (spec eat.md §4.4)."""
+    from audiopipe.training.schedulers import fairseq_cosine
+
+    peaks = [5e-5 * 0.65 ** (12 - i) for i in range(12)] + [5e-5]
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in peaks]
+    optimizer = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, peaks)], lr=5e-5)
+    scheduler = fairseq_cosine(optimizer, warmup_steps=4, total_steps=20, min_lr=1e-6)
+    history = []
+    for _ in range(21):
+        history.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    constant = [i for i, lr in enumerate(peaks) if lr <= 1e-6]
+    assert constant == [0, 1, 2]  # blocks 0-2 of the base model
+    for i in constant:
+        assert all(row[i] == pytest.approx(peaks[i]) for row in history)
+    for i in range(3, len(peaks)):
+        column = [row[i] for row in history]
+        assert column[0] == pytest.approx(1e-6 + (peaks[i] - 1e-6) / 4)  # warm-up starts at min_lr
+        assert max(column) == pytest.approx(peaks[i])
+        assert column[-1] == pytest.approx(1e-6)  # every decaying group ends at the same absolute floor

@@ -39,7 +39,7 @@ from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_stric
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
 from audiopipe.training.pretrain import open_splits
-from audiopipe.training.schedulers import warmup_cosine
+from audiopipe.training.schedulers import fairseq_cosine
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,8 @@ def finetune_eat(
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, weight_decay=cfg.weight_decay)
     steps = len(train) // cfg.batch_size if drop_last else math.ceil(len(train) / cfg.batch_size)
     total = max(1, cfg.epochs * steps)
-    scheduler = warmup_cosine(optimizer, warmup_steps=min(total, round(cfg.warmup_fraction * total)),
-                              total_steps=total, min_ratio=cfg.min_lr_ratio)
+    scheduler = fairseq_cosine(optimizer, warmup_steps=min(total, round(cfg.warmup_fraction * total)),
+                               total_steps=total, min_lr=cfg.lr * cfg.min_lr_ratio)
     prior = prior_baseline(_all_targets(train_sets), _all_targets([valid_set]))
     log.info("finetune_eat: init=%s, %d train / %d valid clips, %d steps, prior-baseline mAP %.4f",
              cfg.init, len(train), len(valid_set), total, prior["mAP"])

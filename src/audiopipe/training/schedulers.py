@@ -21,7 +21,13 @@ from collections.abc import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["warmup_cosine", "warmup_cosine_factor", "warmup_linear", "warmup_linear_factor"]
+__all__ = [
+    "fairseq_cosine",
+    "warmup_cosine",
+    "warmup_cosine_factor",
+    "warmup_linear",
+    "warmup_linear_factor",
+]
 
 
 def _warmup(step: int, warmup_steps: int, warmup_start: float) -> float:
@@ -89,3 +95,29 @@ def warmup_linear(
             warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=min_ratio, warmup_start=warmup_start
         ),
     )
+
+
+def fairseq_cosine(optimizer: Optimizer, *, warmup_steps: int, total_steps: int, min_lr: float) -> LambdaLR:
+    """fairseq `cosine` with an absolute floor, per parameter group (EAT fine-tuning, spec eat.md §4.4).
+
+    A group whose peak LR (its initial `lr`, e.g. scaled by layer decay) is above `min_lr` warms up linearly
+    from `min_lr` to its peak, then follows a half-cosine down to `min_lr`. A group whose peak is at or below
+    `min_lr` gets `min_lr := peak` and so runs at a constant LR with no warm-up or decay (EAT-base at 5e-5:
+    blocks 0-2).
+    """
+    _check(warmup_steps, total_steps)
+
+    def constant(step: int) -> float:
+        return 1.0
+
+    factors: list[Callable[[int], float]] = []
+    for group in optimizer.param_groups:
+        peak = float(group.get("initial_lr", group["lr"]))
+        if peak <= min_lr:
+            factors.append(constant)
+            continue
+        ratio = min_lr / peak
+        factors.append(warmup_cosine_factor(
+            warmup_steps=warmup_steps, total_steps=total_steps, min_ratio=ratio, warmup_start=ratio
+        ))
+    return LambdaLR(optimizer, factors)
