@@ -101,6 +101,15 @@ def test_empty_detections_give_zero_psds_and_f1() -> None:
     assert result.metrics["intersection_f1"] == 0.0
 
 
+def test_no_detections_give_intersection_f1_zero_without_numpy_warnings() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # psds_eval's 0 / 0 must not reach the user's log
+        value = sed.intersection_f1(sed.events_dataframe({"a": []}), {"a": [(1.0, 2.0, "Dog")]}, {"a": 10.0})
+    assert value == 0.0
+
+
 def test_perfect_detections_give_f1_one() -> None:
     scores, truth, durations = _generate(seed=4, perfect=True)
     detections = {
