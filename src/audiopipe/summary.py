@@ -40,7 +40,7 @@ def summarise(root: Path) -> str:
     report = root / "data" / "evaluate" / "report.html"
     lines += [
         "=" * 60,
-        f"metrics:  data/<stage>/metrics.json   (dvc metrics show)",
+        "metrics:  data/<stage>/metrics.json   (dvc metrics show)",
         f"report:   {report if report.is_file() else 'data/evaluate/report.html (not written yet)'}",
         f"MLflow:   sqlite:///{root / 'mlflow.db'}   (make mlflow-ui, then http://127.0.0.1:5000)",
         "Prefect:  make prefect-ui, then python flows/serve.py for the scheduled deployment",

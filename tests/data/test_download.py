@@ -2,56 +2,23 @@
 
 from __future__ import annotations
 
-import http.server
+import hashlib
 import io
 import struct
 import tarfile
-import threading
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopipe.data.download import DownloadError, download, extract, fetch
+from audiopipe.data.download import DownloadError, download, extract, fetch, parse_checksum
 from audiopipe.data.manifests import read_metadata, sha256_file
 from audiopipe.data.mixer import Foreground, choose_onsets, crop_or_loop, mix_soundscape, rms, segment_events
 from audiopipe.data.sources import realmix
 from audiopipe.data.sources.containers import ContainerError, read_ar, read_cat, read_deb, read_pk3, read_rcc
-
-
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with HTTP Range support (206), quiet."""
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = lambda *a, **k: _RangeHandler(*a, directory=str(root), **k)  # noqa: E731
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
 
 
 def test_fetch_resumes_partial_download_and_checks_sha256(server: tuple[str, Path], tmp_path: Path) -> None:
@@ -61,8 +28,6 @@ def test_fetch_resumes_partial_download_and_checks_sha256(server: tuple[str, Pat
     target = tmp_path / "dl" / "a.bin"
     target.parent.mkdir()
     (target.parent / "a.bin.partial").write_bytes(payload[:1000])
-    import hashlib
-
     digest = hashlib.sha256(payload).hexdigest()
     fetch(f"{url}/a.bin", target, sha256=digest)
     assert target.read_bytes() == payload and (target.parent / "a.bin.completed").read_text().strip() == digest
@@ -76,6 +41,24 @@ def test_fetch_rejects_bad_checksum(server: tuple[str, Path], tmp_path: Path) ->
     with pytest.raises(DownloadError, match="sha256"):
         fetch(f"{url}/b.bin", tmp_path / "b.bin", sha256="0" * 64)
     assert not (tmp_path / "b.bin").exists() and not (tmp_path / "b.bin.partial").exists()
+
+
+def test_fetch_verifies_md5_pins_and_refetches_on_a_new_pin(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, root = server
+    (root / "c.zip").write_bytes(b"zenodo publishes md5 only")
+    md5 = hashlib.md5(b"zenodo publishes md5 only").hexdigest()
+    target = fetch(f"{url}/c.zip", tmp_path / "c.zip", sha256=f"md5:{md5}")
+    assert (tmp_path / "c.zip.completed").read_text().strip() == sha256_file(target)
+    with pytest.raises(DownloadError, match=rf"c\.zip: md5 {md5} != expected 0{{32}}; the partial file was deleted"):
+        fetch(f"{url}/c.zip", target, sha256="md5:" + "0" * 32)  # a completed file that fails a new pin is refetched
+    assert not target.exists() and not (tmp_path / "c.zip.partial").exists()
+
+
+@pytest.mark.parametrize("pin", ["abc", "md5:" + "0" * 31, "sha1:" + "0" * 40, "g" * 64])
+def test_malformed_checksum_is_refused_before_download(pin: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"expected 64 hex digits \(sha256\) or 'md5:'.*fix download\.sha256"):
+        fetch("http://127.0.0.1:9/never.zip", tmp_path / "never.zip", sha256=pin)
+    assert parse_checksum("A" * 64) == ("sha256", "a" * 64)
 
 
 def test_fetch_error_names_url(server: tuple[str, Path], tmp_path: Path) -> None:

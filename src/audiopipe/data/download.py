@@ -1,18 +1,22 @@
 """The `download` task: fetch or build one corpus into `dest/<source>/` as a data folder (see manifests).
 
 Sources:
-    realmix    real recordings from pinned Debian packages, mixed into DESED-like soundscapes (default, offline)
-    synthetic  procedural soundscapes with the same outputs (tests, machines without apt)
-    esc50, desed, fsd50k, audioset, folder   public corpora / a user's folder (`audiopipe.data.sources.corpora`)
+    realmix                  real recordings from pinned Debian packages, mixed into DESED-like soundscapes
+                             (default, offline)
+    synthetic                procedural soundscapes with the same outputs (tests, machines without apt)
+    esc50, folder            ESC-50 / a user's folder with labels.tsv (`audiopipe.data.sources.corpora`)
+    desed, fsd50k, audioset  public corpora converted from their release layouts (`data.sources.<source>`;
+                             where each reads its files from: `data.sources.staging`)
 
 A finished folder carries `.completed` holding the hash of the options that built it; a rerun with the
-same options returns at once. HTTP helpers here resume partial downloads (Range), verify sha256 and
-extract archives without letting members escape the target folder.
+same options returns at once. HTTP helpers here resume partial downloads (Range), verify sha256 (or md5 where
+only that is published) and extract archives without letting members escape the target folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -51,7 +55,8 @@ def download(source: str, dest: str | Path, **opts: Any) -> dict[str, float]:
     """Build `dest/<source>/` unless its `.completed` marker matches these options; returns metrics.
 
     `opts` are the source's keyword arguments (counts, seed, sample_rate, ... for realmix/synthetic;
-    url/sha256 for the corpora; `cache_dir` for realmix's package cache).
+    url/sha256 for the corpora; `cache_dir` for realmix's package cache and, for fsd50k/audioset fetched from a
+    URL, the folder whose `<source>/` subfolder holds the audio the user downloaded).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown download source {source!r}; choose one of {SOURCES}")
@@ -64,7 +69,7 @@ def download(source: str, dest: str | Path, **opts: Any) -> dict[str, float]:
     if folder.exists():
         (folder / COMPLETED).unlink(missing_ok=True)
     builder = _builder(source)
-    if source == "realmix":
+    if source in ("realmix", "fsd50k", "audioset"):  # fsd50k/audioset: <cache_dir>/<source>/ may hold the audio
         opts = {**opts, "cache_dir": cache_dir}
     builder(folder, **opts)
     write_text_atomic(folder / COMPLETED, digest + "\n")
@@ -83,9 +88,8 @@ def _builder(source: str) -> Callable[..., Any]:
         from audiopipe.data.sources.realmix import build_realmix
 
         return build_realmix
-    from audiopipe.data.sources import corpora
-
-    return getattr(corpora, f"build_{source}")
+    module = source if source in ("desed", "fsd50k", "audioset") else "corpora"
+    return getattr(importlib.import_module(f"audiopipe.data.sources.{module}"), f"build_{source}")
 
 
 def _build_synthetic(folder: Path, **opts: Any) -> None:
@@ -103,17 +107,47 @@ def _build_synthetic(folder: Path, **opts: Any) -> None:
     )
 
 
+def parse_checksum(pin: str) -> tuple[str, str]:
+    """`(algorithm, hex digest)` of a pin: `<64 hex>` or `sha256:<64 hex>` (sha256), `md5:<32 hex>` (md5)."""
+    algo, _, digest = pin.strip().rpartition(":")
+    algo, digest = (algo.lower() or "sha256"), digest.lower()
+    sizes = {"sha256": 64, "md5": 32}
+    if algo not in sizes or len(digest) != sizes[algo] or any(c not in "0123456789abcdef" for c in digest):
+        raise DownloadError(
+            f"checksum {pin!r}: expected 64 hex digits (sha256) or 'md5:' and 32 hex digits; fix download.sha256"
+        )
+    return algo, digest
+
+
+def file_digest(path: str | Path, algo: str, chunk_bytes: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes with `algo` (sha256 or md5)."""
+    if algo == "sha256":
+        return sha256_file(path, chunk_bytes)
+    digest = hashlib.new(algo, usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def fetch(
     url: str, target: Path, *, sha256: str | None = None, timeout_s: float = 60.0, chunk_bytes: int = 1 << 20
 ) -> Path:
     """Download `url` to `target`, resuming a `<target>.partial` file with an HTTP Range request.
 
-    The finished file is checked against `sha256` (when given) before it is renamed into place, and a
-    `<target>.completed` marker is written; a later call with the marker present does nothing.
+    `sha256` is the expected checksum: 64 hex digits (sha256) or `md5:<32 hex>` for sources that publish md5
+    only (Zenodo). The finished file is checked before it is renamed into place, and a `<target>.completed`
+    marker (holding the file's sha256) is written; a later call with the marker present does nothing, unless
+    a checksum is given that the file does not match, in which case it is fetched again.
     """
+    pin = parse_checksum(sha256) if sha256 else None
     marker = target.with_name(target.name + COMPLETED)
     if target.is_file() and marker.is_file():
-        return target
+        if pin is None or file_digest(target, pin[0]) == pin[1]:
+            return target
+        log.warning("%s does not match the checksum %s; fetching it again", target, sha256)
+        target.unlink()
+        marker.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     have = partial.stat().st_size if partial.exists() else 0
@@ -130,13 +164,13 @@ def fetch(
             f"{url}: download failed ({err}); {partial} keeps {partial.stat().st_size if partial.exists() else 0} "
             "bytes and a rerun resumes from there"
         ) from err
-    if sha256:
-        actual = sha256_file(partial)
-        if actual != sha256:
+    if pin:
+        actual = file_digest(partial, pin[0])
+        if actual != pin[1]:
             partial.unlink()
-            raise DownloadError(f"{url}: sha256 {actual} != expected {sha256}; the partial file was deleted, rerun")
+            raise DownloadError(f"{url}: {pin[0]} {actual} != expected {pin[1]}; the partial file was deleted, rerun")
     os.replace(partial, target)
-    write_text_atomic(marker, (sha256 or sha256_file(target)) + "\n")
+    write_text_atomic(marker, (pin[1] if pin and pin[0] == "sha256" else sha256_file(target)) + "\n")
     return target
 
 

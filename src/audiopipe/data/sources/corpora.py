@@ -1,10 +1,8 @@
-"""Public corpora and a user's folder as data folders: `build_esc50`, `build_folder`, and the archive-based
-`build_desed`, `build_fsd50k`, `build_audioset` entry points.
+"""ESC-50 and a user's folder as data folders: `build_esc50`, `build_folder`.
 
-Archives are fetched with `audiopipe.data.download.fetch` (resumable, sha256-checked, `.completed` markers)
-and extracted zip-slip-safely. `url`/`sha256` override the defaults (mirrors; tests serve fixtures from
-127.0.0.1). ESC-50 and `folder` are converted fully; DESED, FSD50K and AudioSet need far more than the demo's
-disk and network and are only fetched/extracted here (their label conversion is future work).
+The ESC-50 archive is fetched with `audiopipe.data.sources.staging` (resumable, checksum-checked, `.completed`
+markers) and extracted zip-slip-safely; `url`/`sha256` override the upstream file (mirrors; tests serve fixtures
+from 127.0.0.1). DESED, FSD50K and AudioSet have one module each (`desed.py`, `fsd50k.py`, `audioset.py`).
 """
 
 from __future__ import annotations
@@ -13,37 +11,16 @@ import csv
 import shutil
 from pathlib import Path
 
-from audiopipe.data.download import DownloadError, extract, fetch
+from audiopipe.data.download import DownloadError
 from audiopipe.data.manifests import Clip, sha256_file, write_metadata
+from audiopipe.data.sources.staging import fetch_and_extract
 
-# Upstream archives. sha256 None: not verified from this (offline) machine; pass `download.sha256` to pin one.
-CORPORA = {
-    "esc50": ("https://github.com/karoldvl/ESC-50/archive/master.zip", None),
-    "desed": ("https://zenodo.org/records/6444477/files/DESED_public_eval.tar.gz", None),
-    "fsd50k": ("https://zenodo.org/records/4060432/files/FSD50K.ground_truth.zip", None),
-    "audioset": ("http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/balanced_train_segments.csv", None),
-}
 ESC50_COLUMNS = ("filename", "fold", "category", "src_file")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus")
-
-
-def _fetch_and_extract(source: str, folder: Path, url: str | None, sha256: str | None) -> Path:
-    default_url, default_sha = CORPORA[source]
-    url = url or default_url
-    archive = fetch(url, folder.parent / ".archives" / f"{source}-{Path(url).name}", sha256=sha256 or default_sha)
-    raw = folder / "raw"
-    if raw.exists():
-        shutil.rmtree(raw)
-    if archive.suffix == ".csv":
-        raw.mkdir(parents=True)
-        shutil.copyfile(archive, raw / archive.name)
-        return raw
-    return extract(archive, raw)
 
 
 def build_esc50(folder: Path, *, url: str | None = None, sha256: str | None = None) -> list[Clip]:
     """ESC-50 (2,000 5-s clips, 50 classes): folds 1-3 train, 4 valid, 5 test; clip tags from meta/esc50.csv."""
-    raw = _fetch_and_extract("esc50", folder, url, sha256)
+    raw = fetch_and_extract("esc50", folder, url, sha256)
     metas = sorted(raw.rglob("meta/esc50.csv"))
     if not metas:
         raise DownloadError(f"{raw}: no meta/esc50.csv in the ESC-50 archive; is the URL right?")
@@ -79,26 +56,6 @@ def build_esc50(folder: Path, *, url: str | None = None, sha256: str | None = No
     return clips
 
 
-def _archive_only(source: str, folder: Path, url: str | None, sha256: str | None) -> list[Clip]:
-    _fetch_and_extract(source, folder, url, sha256)
-    raise DownloadError(
-        f"{source}: archive fetched and extracted to {folder / 'raw'}, but its conversion to a data folder is not "
-        "implemented yet; use `download.source: folder` with a labels.tsv, or realmix/synthetic"
-    )
-
-
-def build_desed(folder: Path, *, url: str | None = None, sha256: str | None = None) -> list[Clip]:
-    return _archive_only("desed", folder, url, sha256)
-
-
-def build_fsd50k(folder: Path, *, url: str | None = None, sha256: str | None = None) -> list[Clip]:
-    return _archive_only("fsd50k", folder, url, sha256)
-
-
-def build_audioset(folder: Path, *, url: str | None = None, sha256: str | None = None) -> list[Clip]:
-    return _archive_only("audioset", folder, url, sha256)
-
-
 def build_folder(folder: Path, *, url: str | None = None, sha256: str | None = None) -> list[Clip]:
     """A user's directory `url` holding audio and `labels.tsv` (`filename<TAB>split<TAB>labels`, comma-joined).
 
@@ -112,7 +69,8 @@ def build_folder(folder: Path, *, url: str | None = None, sha256: str | None = N
         raise DownloadError(f"{table}: missing; write one row per clip: filename<TAB>split<TAB>label1,label2")
     if folder.exists():
         shutil.rmtree(folder)
-    clips, classes = [], set()
+    clips: list[Clip] = []
+    classes: set[str] = set()
     for lineno, line in enumerate(table.read_text().splitlines()[1:], start=2):
         cells = line.split("\t")
         if len(cells) != 3:
