@@ -115,6 +115,16 @@ def test_pack_skips_clips_without_audio(synthetic_folder: Path, tmp_path: Path) 
     assert ClipReader(tmp_path / "pack" / "train.h5").clip_ids == ["train_00000", "train_00002"]
 
 
+def test_tag_only_corpus_is_packed_without_strong_labels(synthetic_folder: Path, tmp_path: Path) -> None:
+    """ESC-50 / FSD50K / AudioSet have clip tags only: SED training must not read 'no events' as negatives."""
+    strong = synthetic_folder / "strong.tsv"
+    strong.write_text(strong.read_text().splitlines()[0] + "\n")  # header only
+    pack_dataset(synthetic_folder.parent, tmp_path / "pack", codec="pcm16", mp3_bitrate_kbps=128, progress=False)
+    for split in ("train", "valid", "test"):
+        reader = ClipReader(tmp_path / "pack" / f"{split}.h5")
+        assert not reader.has_strong and sum(reader.targets(i).sum() for i in range(len(reader))) > 0, split
+
+
 def test_killed_resample_rerun_is_complete_and_identical(tmp_path: Path) -> None:
     from audiopipe.data.synthetic import build_synthetic_source
 

@@ -185,12 +185,16 @@ def pack_dataset(
         if not members:
             continue
         missing = 0
+        # tag-only corpora (ESC-50, FSD50K, AudioSet) have no events: their clips are clip-labelled ("weak")
+        has_strong = split in STRONG_SPLITS and any(c.events for c in members)
+        if split in STRONG_SPLITS and not has_strong:
+            log.info("%s: no strong events in strong.tsv; packed with clip tags only (has_strong=False)", split)
         with ClipWriter(
             out_dir / f"{split}.h5",
             class_names=class_names,
             sample_rate=sample_rate,
             codec=codec,
-            has_strong=split in STRONG_SPLITS,
+            has_strong=has_strong,
             split=split,
             mp3_bitrate_kbps=mp3_bitrate_kbps,
         ) as writer:
