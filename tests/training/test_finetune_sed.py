@@ -289,3 +289,16 @@ def test_unknown_consistency_type_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="consistency"):
         train_atst_sed(tiny_config(consistency="pseudo_label"), phase=1, clips_dir=tmp_path / "pack",
                        encoder_checkpoint=None, init_checkpoint=None, checkpoint=tmp_path / "m.pt")
+
+
+def test_tag_only_validation_pack_is_a_clear_error(tmp_path: Path) -> None:
+    import numpy as np
+
+    from audiopipe.data.hdf5 import ClipWriter
+    from audiopipe.training.sed_validation import eval_split
+
+    path = tmp_path / "valid.h5"
+    with ClipWriter(path, class_names=["Dog", "Cat"], sample_rate=16000, codec="pcm16", has_strong=False) as writer:
+        writer.add("clip0", np.zeros(16000, np.float32), targets=np.array([1.0, 0.0], np.float32))
+    with pytest.raises(ValueError, match=r"valid\.h5: no strong .*download\.source"):
+        eval_split(path, duration_s=1.0, sample_rate=16000)

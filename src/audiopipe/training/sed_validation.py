@@ -38,11 +38,21 @@ def median_windows(window: Sequence[int], n_classes: int) -> list[int]:
 
 def eval_split(h5_path: Path, *, duration_s: float, sample_rate: int) -> SEDClipDataset:
     """A strong-labelled split for evaluation: audio at the model rate, cached so that every later
-    validation reads and resamples nothing (`kind=UNLABELLED`: no frame targets are built)."""
-    return SEDClipDataset(
+    validation reads and resamples nothing (`kind=UNLABELLED`: no frame targets are built).
+
+    Raises:
+        ValueError: the pack has no strong labels (a tag-only corpus), so PSDS and event F1 are undefined.
+    """
+    dataset = SEDClipDataset(
         h5_path, duration_s=duration_s, n_frames=0, frame_rate_hz=1.0, kind=UNLABELLED, sample_rate=sample_rate,
         cache=True,
     )
+    if not dataset.reader.has_strong:
+        raise ValueError(
+            f"{h5_path}: no strong (onset/offset) labels, so PSDS and event F1 cannot be computed; the SED stages "
+            "need a corpus with events in valid/test (download.source: realmix, synthetic or desed)"
+        )
+    return dataset
 
 
 @torch.no_grad()
