@@ -139,3 +139,10 @@ def test_command_tagger_with_model_args_and_input_seconds(capsys: pytest.Capture
     assert "(1, 160000) for 5 s" in out
     macs = int(out.split("MACs")[1].split("(")[1].split(";")[0].replace(",", ""))
     assert macs == count_macs(build("mn04_as"), _mel_input(frames=500))  # 5 s -> 500 frames
+
+
+def test_command_counts_dymn_dynamic_convs_as_static_convs(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _run_command(capsys, "dymn10_as")
+    assert "(1, 1, 128, 1000)" in out and "10.55 M (10,548,479)" in out  # parameters only (spec §3)
+    macs = int(out.split("MACs")[1].split("(")[1].split(";")[0].replace(",", ""))
+    assert macs == pytest.approx(0.513e9 + 0.064e9, rel=0.01)  # README 0.58 G (spec §3)

@@ -3,7 +3,7 @@
 MODEL is a registry name (`mn10_as`, `mn_tagger`, `eat_base`, ...) built with `audiopipe.models.build_model`
 (extra constructor arguments via `--model-arg KEY=VALUE`), or a final-model checkpoint `.pt` file.
 The example input (batch 1) is chosen by what the model takes:
-* a bare MobileNetV3: the EfficientAT log-mel of a zero clip, (1, 1, n_mels, frames), with the mel settings the
+* a bare MobileNetV3 or DyMN: the EfficientAT log-mel of a zero clip, (1, 1, n_mels, frames), with the mel settings the
   published name implies (e.g. hop 480 for `mn10_as_hop_15`), as EfficientAT's complexity.py does;
 * a model with `.sample_rate` (tagger and SED wrappers): a zero waveform (1, seconds x sample_rate);
 * otherwise the model must define `example_input(duration_s: float) -> Tensor`.
@@ -21,6 +21,7 @@ from torch import nn
 
 from audiopipe.audio.features import EfficientATMel
 from audiopipe.models.complexity import ComplexityReport, find_mobilenet, profile
+from audiopipe.models.dymn.model import DyMN
 from audiopipe.models.mobilenet.model import MobileNetV3
 
 
@@ -67,7 +68,7 @@ def example_inputs(
     model: nn.Module, seconds: float, mel_kwargs: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(model input, inner MobileNetV3 input or None) for one clip of `seconds`."""
-    if isinstance(model, MobileNetV3):
+    if isinstance(model, (MobileNetV3, DyMN)):
         mel = EfficientATMel(**mel_kwargs)
         waveform = torch.zeros(1, round(seconds * mel.sample_rate))
         with torch.no_grad():

@@ -16,7 +16,7 @@ from torch import nn
 # prefix -> module that defines build(name, **kwargs) -> nn.Module
 _FAMILIES: dict[str, str] = {
     "mn": "audiopipe.models.mobilenet",
-    "dymn": "audiopipe.models.mobilenet",
+    "dymn": "audiopipe.models.dymn",
     "eat": "audiopipe.models.eat",
     "atst": "audiopipe.models.atst",
     "crnn": "audiopipe.models.sed",

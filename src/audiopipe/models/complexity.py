@@ -5,6 +5,9 @@ generalised so that any `nn.Module` can be profiled with one forward pass of a b
 
 * MACs: forward hooks on leaf modules.
     - Conv1d/2d/3d: output elements x (k x in/groups + 1 if bias); ConvTranspose: input elements x k x out/groups.
+    - DyMN `DynamicConv`: as the equivalent static Conv2d (output elements x k x in/groups); mixing its K kernels
+      is not counted. This gives the README's DyMN MACs (dymn10 0.58 G); EfficientAT's `count_macs` skips these
+      convolutions altogether (0.064 G for dymn10, spec §3).
     - Linear: positions x (weights + biases), positions = output elements / out_features. For every published
       MobileNet (SE layers and heads see one position) this equals EfficientAT's `count_macs`; for sequence models
       it is EfficientAT's `count_macs_transformer` rule.
@@ -33,6 +36,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.overrides import TorchFunctionMode
 
+from audiopipe.models.dymn.dynamic import DynamicConv
 from audiopipe.models.mobilenet.blocks import ConcurrentSE, ConvNormAct, InvertedResidual
 from audiopipe.models.mobilenet.model import MobileNetV3
 
@@ -139,12 +143,13 @@ class _Profiler:
     def _leave(self, *_: Any) -> None:
         self.counter.depth -= 1
 
-    def _conv_hook(self, module: _ConvNd, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        weight = module.weight
-        if isinstance(module, _CONV_T):
-            macs = inputs[0].numel() * weight[0].numel()
+    def _conv_hook(self, module: _ConvNd | DynamicConv, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        if isinstance(module, DynamicConv):  # counted as its static-equivalent Conv2d
+            macs = output.numel() * math.prod(module.static_weight_shape[1:])
+        elif isinstance(module, _CONV_T):
+            macs = inputs[0].numel() * module.weight[0].numel()
         else:
-            macs = output.numel() * (weight[0].numel() + int(module.bias is not None))
+            macs = output.numel() * (module.weight[0].numel() + int(module.bias is not None))
         memory = inputs[0].numel() + output.numel()
         if self.residual_inputs:
             if not self.first_conv[-1]:
@@ -176,7 +181,7 @@ class _Profiler:
             if id(module) in excluded:
                 continue
             hook: Callable[..., None] | None = None
-            if isinstance(module, _CONV + _CONV_T):
+            if isinstance(module, (*_CONV, *_CONV_T, DynamicConv)):
                 hook = self._conv_hook
             elif isinstance(module, nn.Linear):
                 hook = self._linear_hook

@@ -98,7 +98,8 @@ class AttentionPoolingHead(nn.Module):
         return out.sum(dim=1)  # (B, C)
 
 
-def _make_head(head_type: str, in_dim: int, hidden: int, n_classes: int, dropout: float, n_heads: int) -> nn.Module:
+def make_head(head_type: str, in_dim: int, hidden: int, n_classes: int, dropout: float, n_heads: int) -> nn.Module:
+    """Classifier `(B, E, F', T') -> (B, C[, 1, 1])` with the official sub-module indices (spec §2.3)."""
     if head_type == "mlp":
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
@@ -116,6 +117,27 @@ def _make_head(head_type: str, in_dim: int, hidden: int, n_classes: int, dropout
             nn.AdaptiveAvgPool2d(1),
         )
     return AttentionPoolingHead(in_dim, n_classes, n_heads)
+
+
+def init_weights(model: nn.Module) -> None:
+    """EfficientAT initialisation: Conv2d kaiming-normal (fan_out), norms 1/0, every nn.Linear normal(0, 0.01).
+
+    Shape-only models (built on the "meta" device) are left alone.
+    """
+    if any(p.is_meta for p in model.parameters()):
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 class MobileNetV3(nn.Module):
@@ -177,24 +199,8 @@ class MobileNetV3(nn.Module):
         self.embedding_dim = 6 * last_in
         layers.append(ConvNormAct(last_in, self.embedding_dim, 1))
         self.features = nn.Sequential(*layers)
-        self.classifier = _make_head(head_type, self.embedding_dim, hidden, n_classes, dropout, attention_heads)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        if any(p.is_meta for p in self.parameters()):
-            return  # shape-only model (torch.device("meta")): nothing to initialise
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        self.classifier = make_head(head_type, self.embedding_dim, hidden, n_classes, dropout, attention_heads)
+        init_weights(self)
 
     def _as_4d(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:

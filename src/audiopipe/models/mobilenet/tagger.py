@@ -98,7 +98,11 @@ def load_official_weights(
     Raises:
         ValueError: Keys or shapes do not match; the message lists missing, unexpected and mis-shaped keys.
     """
-    net = module.net if isinstance(module, MobileNetTagger) else module
+    load_strict(module.net if isinstance(module, MobileNetTagger) else module, source)
+
+
+def load_strict(net: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> None:
+    """`net.load_state_dict(strict=True)` from a file or mapping, with a ValueError that lists every mismatch."""
     if isinstance(source, (str, Path)):
         state_dict = torch.load(source, map_location="cpu", weights_only=True)
         label = str(source)
