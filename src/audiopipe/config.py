@@ -260,6 +260,7 @@ class DistillMobilenetConfig:
     train_split: str
     valid_split: str
     duration_s: float
+    student: str  # mn (MobileNetV3, EfficientAT) | dymn (dynamic MobileNet)
     width_mult: float
     n_mels: int
     hop_length: int

@@ -22,7 +22,7 @@ from audiopipe.training.distill import (
 )
 
 CFG = DistillMobilenetConfig(
-    train_split="train", valid_split="valid", duration_s=1.0, width_mult=0.1, n_mels=32, hop_length=320,
+    train_split="train", valid_split="valid", duration_s=1.0, student="mn", width_mult=0.1, n_mels=32, hop_length=320,
     dropout=0.0, epochs=2, epoch_len=None, batch_size=3, lr=1e-3, weight_decay=0.0, warmup_epochs=0.5,
     min_lr_ratio=0.01, kd_lambda=0.1, temperature=2.0, mixup_alpha=0.3, roll_samples=400, gain_db=6.0,
     fmin_aug_range=10, fmax_aug_range=1000, freqm=4, timem=8, weighted_sampling=True, sampling_offset=1.0,
@@ -152,3 +152,36 @@ def test_recalibrate_batchnorm_uses_the_batch_statistics_and_keeps_momentum() ->
     before = stem_bn.running_mean.clone()
     assert recalibrate_batchnorm(tagger, iter([]), torch.device("cpu")) == 0  # nothing to average: untouched
     torch.testing.assert_close(stem_bn.running_mean, before)
+
+
+def test_dymn_student_trains_with_its_temperature_schedule(
+    pack: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from audiopipe.models import load_model
+    from audiopipe.models.dymn.tagger import DyMNTagger
+
+    taus: list[tuple[int, float]] = []
+    original = DyMNTagger.update_params
+
+    def record(self: DyMNTagger, epoch: int) -> float:
+        tau = original(self, epoch)
+        taus.append((epoch, tau))
+        return tau
+
+    monkeypatch.setattr(DyMNTagger, "update_params", record)
+    cfg = replace(CFG, student="dymn", kd_lambda=1.0, bn_recalib_batches=0)
+    result = distill_mobilenet(cfg, clips_dir=pack, teacher_h5=None, checkpoint=tmp_path / "dymn.pt")
+    assert np.isfinite(result.metrics["valid/mAP"])
+    assert taus == [(0, 30.0), (1, 29.0)]  # from scratch: T_max 30, one step down per epoch
+    model, payload = load_model(tmp_path / "dymn.pt")
+    assert payload["builder"] == "dymn_tagger" and type(model).__name__ == "DyMNTagger"
+
+
+def test_unknown_student_family_is_rejected(pack: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="student must be one of"):
+        distill_mobilenet(replace(CFG, student="resnet", kd_lambda=1.0), clips_dir=pack, teacher_h5=None,
+                          checkpoint=tmp_path / "x.pt")

@@ -89,6 +89,19 @@ def test_resume_in_process_matches_uninterrupted(tmp_path: Path) -> None:
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+def test_on_epoch_start_sees_every_epoch_and_the_restored_one_after_resume(tmp_path: Path) -> None:
+    def run(epochs: int) -> list[int]:
+        started: list[int] = []
+        model = nn.Linear(4, 1)
+        loader = make_loader(Toy(8), batch_size=4, shuffle=False, seed=0)
+        fit(model, loader, step, torch.optim.SGD(model.parameters(), lr=0.1), epochs=epochs,
+            resume_path=tmp_path / "r.pt", on_epoch_start=started.append, progress=False)
+        return started
+
+    assert run(2) == [0, 1]
+    assert run(4) == [2, 3]  # resumed after epoch 2: the per-epoch hook picks up at the restored epoch
+
+
 def test_resume_file_with_other_settings_is_ignored(tmp_path: Path) -> None:
     model = nn.Linear(4, 1)
     loader = make_loader(Toy(8), batch_size=4, shuffle=False, seed=0)

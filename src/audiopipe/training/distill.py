@@ -3,7 +3,8 @@
 Reads `<clips_dir>/<train_split>.h5` and `<valid_split>.h5` (ClipReader packs) and, when
 `kd_lambda < 1`, the teacher predictions file (`audiopipe.data.predictions`) whose rows are matched
 to the pack by clip id. Writes the best-validation-mAP student to `checkpoint` in the final-model
-format (`builder="mn_tagger"`, rebuildable with `audiopipe.models.load_model`) and returns a
+format (`builder="mn_tagger"`; `"dymn_tagger"` with `student: dymn`), rebuildable with
+`audiopipe.models.load_model`, and returns a
 `TaskResult` with the best epoch's metrics (`valid/mAP`, `valid/roc_auc`, `valid/d_prime`,
 `valid/loss`, plus `teacher/valid_mAP` when the teacher file has the validation split).
 
@@ -53,7 +54,7 @@ from audiopipe.training.schedulers import warmup_linear
 
 log = logging.getLogger(__name__)
 
-BUILDER = "mn_tagger"
+STUDENT_BUILDERS = {"mn": "mn_tagger", "dymn": "dymn_tagger"}  # `student` param -> registry name
 
 
 class _StudentStep(nn.Module):
@@ -168,9 +169,14 @@ def distill_mobilenet(
             raise ValueError(f"kd_lambda={cfg.kd_lambda} < 1 needs teacher predictions (--teacher)")
         teacher = align_teacher(Path(teacher_h5), cfg.train_split, train.reader.clip_ids, train.class_names)
 
+    if cfg.student not in STUDENT_BUILDERS:
+        raise ValueError(f"student must be one of {sorted(STUDENT_BUILDERS)}, got {cfg.student!r} (params.yaml)")
+    builder = STUDENT_BUILDERS[cfg.student]
     torch.manual_seed(cfg.seed)
     kwargs = _student_kwargs(cfg, len(train.class_names), train.sample_rate)
-    tagger = build_model(BUILDER, **kwargs)
+    tagger = build_model(builder, **kwargs)
+    # DyMN: per-epoch softmax temperature of the dynamic convolutions (30 -> 1 over 29 epochs from scratch)
+    on_epoch_start = getattr(tagger, "update_params", None)
     model = _StudentStep(tagger)
     n_train = cfg.epoch_len or len(train)
     sampler = (
@@ -219,7 +225,7 @@ def distill_mobilenet(
                    "valid/d_prime": scores["d_prime"], "valid/loss": loss}
         if best.update(scores["mAP"], epoch) or best.best_epoch < 0:  # NaN mAP: keep the latest
             save_checkpoint(checkpoint, {
-                "builder": BUILDER, "builder_kwargs": kwargs, "model": tagger.state_dict(),
+                "builder": builder, "builder_kwargs": kwargs, "model": tagger.state_dict(),
                 "class_names": list(train.class_names), "sample_rate": int(train.sample_rate),
                 "config": config, "metrics": {**metrics, "epoch": float(epoch)},
             })
@@ -230,7 +236,8 @@ def distill_mobilenet(
     key = json.dumps({"config": config, "train": train.reader.content_hash, "teacher": str(teacher_h5)},
                      sort_keys=True)
     history = fit(model, train_loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=cfg.device,
-                  amp=cfg.amp, evaluate=evaluate, on_metrics=on_metrics, on_epoch_end=on_epoch_end,
+                  amp=cfg.amp, evaluate=evaluate, on_metrics=on_metrics, on_epoch_start=on_epoch_start,
+                  on_epoch_end=on_epoch_end,
                   extra_state={"best": best}, resume_path=resume, resume_key=key, seed=cfg.seed,
                   desc="distill")
     resume.unlink(missing_ok=True)

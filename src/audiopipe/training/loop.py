@@ -272,6 +272,7 @@ def fit(
     evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
     on_metrics: Callable[[dict[str, float], int], None] | None = None,
     on_optimizer_step: Callable[[int], None] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     extra_state: dict[str, Any] | None = None,
     resume_path: str | Path | None = None,
@@ -284,8 +285,9 @@ def fit(
     """Train `model` for `epochs` epochs; see the module docstring for what is handled here.
 
     `step_fn(model, batch, device)` returns a dict with a scalar `"loss"` (plus optional scalars logged as
-    `train/<name>`). `evaluate(model, epoch)` returns validation metrics after each epoch (rank 0 only);
-    they go to `on_metrics`, `History.epochs` and `on_epoch_end(epoch, metrics)` (which may raise to stop,
+    `train/<name>`). `on_epoch_start(epoch)` runs before each epoch's first batch, also when a resumed run
+    re-enters a half-done epoch (DyMN's temperature schedule). `evaluate(model, epoch)` returns validation
+    metrics after each epoch (rank 0 only); they go to `on_metrics`, `History.epochs` and `on_epoch_end(epoch, metrics)` (which may raise to stop,
     e.g. optuna.TrialPruned). A rerun with an existing `resume_path` written with the same `resume_key`
     continues where the last resume file left off.
     """
@@ -298,6 +300,8 @@ def fit(
                        Path(resume_path) if resume_path else None, resume_key)
     trainer.try_resume()
     while trainer.progress.epoch < epochs:
+        if on_epoch_start is not None:  # also after a resume, with the restored epoch (per-epoch schedules)
+            on_epoch_start(trainer.progress.epoch)
         _run_epoch(trainer, train_loader, step_fn, grad_accum_steps, max_grad_norm, on_metrics, on_optimizer_step,
                    checkpoint_every_steps, seed, progress, f"{desc} {trainer.progress.epoch + 1}/{epochs}")
         metrics = _end_epoch(trainer, evaluate, on_metrics)
