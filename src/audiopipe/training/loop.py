@@ -287,9 +287,9 @@ def fit(
     `step_fn(model, batch, device)` returns a dict with a scalar `"loss"` (plus optional scalars logged as
     `train/<name>`). `on_epoch_start(epoch)` runs before each epoch's first batch, also when a resumed run
     re-enters a half-done epoch (DyMN's temperature schedule). `evaluate(model, epoch)` returns validation
-    metrics after each epoch (rank 0 only); they go to `on_metrics`, `History.epochs` and `on_epoch_end(epoch, metrics)` (which may raise to stop,
-    e.g. optuna.TrialPruned). A rerun with an existing `resume_path` written with the same `resume_key`
-    continues where the last resume file left off.
+    metrics after each epoch (rank 0 only); they go to `on_metrics`, `History.epochs` and
+    `on_epoch_end(epoch, metrics)` (which may raise to stop, e.g. optuna.TrialPruned). A rerun with an
+    existing `resume_path` written with the same `resume_key` continues where the last resume file left off.
     """
     if grad_accum_steps < 1 or epochs < 0:
         raise ValueError("grad_accum_steps must be >= 1 and epochs >= 0")
