@@ -47,3 +47,19 @@ def test_evaluate_writes_metrics_and_report_and_marks_missing_models(tmp_path: P
     assert "EAT teacher" in result.metrics["missing"]
     report = (tmp_path / "eval" / "report.html").read_text()
     assert "missing: stage not run" in report and (tmp_path / "eval" / "sed_psd_roc.png").is_file()
+
+
+def test_stage_curves_read_validation_csv_with_a_step_column(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The stages write valid_curve.csv with `epoch` *and* `step`: it must still be drawn as validation."""
+    from audiopipe.evaluation import plots, run
+    from audiopipe.evaluation.report import ReportData
+
+    stage = tmp_path / "finetune_eat"
+    stage.mkdir()
+    (stage / "train_curve.csv").write_text("step,epoch,train/loss\n1,0,1.0\n2,0,0.8\n")
+    (stage / "valid_curve.csv").write_text("epoch,step,valid/mAP\n0,1,0.3\n1,2,0.4\n")
+    seen: dict = {}
+    monkeypatch.setattr(plots, "training_curves",
+                        lambda path, title, train, valid: seen.update(train=train, valid=valid))
+    run._curves({"finetune_eat": stage}, tmp_path, ReportData())
+    assert seen["valid"]["valid/mAP"] == [0.3, 0.4] and seen["train"]["train/loss"] == [1.0, 0.8]

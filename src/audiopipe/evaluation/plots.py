@@ -71,6 +71,8 @@ def training_curves(path: Path, title: str, train: Mapping[str, Sequence[float]]
     right.set_title(f"{title}: validation")
     if right.lines:
         right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, "no validation in this stage", ha="center", va="center", transform=right.transAxes)
     return _save(fig, path)
 
 

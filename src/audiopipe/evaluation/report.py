@@ -17,7 +17,14 @@ from typing import Any
 
 TAGGING_COLUMNS = (("test/mAP", "mAP"), ("test/roc_auc", "ROC-AUC"), ("test/d_prime", "d′"),
                    ("params_m", "params (M)"), ("gmacs_10s", "GMACs / 10 s"), ("cpu_latency_ms_10s", "CPU ms / 10 s"))
-SED_COLUMNS = (("psds1", "PSDS1"), ("psds2", "PSDS2"), ("event_f1", "event F1"), ("intersection_f1", "intersection F1"))
+SED_COLUMNS = (
+    ("psds1", "PSDS1"),
+    ("psds2", "PSDS2"),
+    ("event_f1", "event F1"),
+    ("intersection_f1", "intersection F1"),
+    ("psds2_mean_tpr", "PSDS2 without spread penalty"),  # diagnostic: learning visible while PSDS is still 0
+    ("frame_auc", "frame ROC-AUC"),
+)
 
 
 @dataclass

@@ -112,17 +112,18 @@ def _timelines(cfg: Any, scores: Mapping[str, np.ndarray], reference: Mapping[st
 
 
 def _curves(stage_dirs: Mapping[str, Path], out_dir: Path, data: ReportData) -> None:
-    """One figure per stage from its curve CSVs: rows with a `step` column are per-step training curves,
-    rows with only an `epoch` column are per-epoch validation curves."""
+    """One figure per stage from its curve CSVs: `valid_curve*.csv` (or a CSV with only an `epoch` column) holds
+    per-epoch validation metrics, the other CSV with a `step` column the per-step training curves."""
     for stage, folder in stage_dirs.items():
         train: dict[str, list[float]] = {}
         valid: dict[str, list[float]] = {}
         for path in sorted(folder.glob("*curve*.csv")) if folder.is_dir() else []:
             columns = read_curve(path)
-            if "step" in columns and not train:
-                train = columns
-            elif "epoch" in columns and "step" not in columns:
+            # valid_curve.csv has `epoch` and `step` columns (step of the validation); older files only `epoch`
+            if path.name.startswith("valid") or ("epoch" in columns and "step" not in columns):
                 valid = columns
+            elif "step" in columns and not train:
+                train = columns
         if not train and not valid:
             data.missing[f"{stage} curves"] = f"no training curve CSV in {folder}"
             continue
