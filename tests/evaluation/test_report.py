@@ -21,7 +21,9 @@ def _report(tmp_path: Path) -> Path:
                                                   "no-KD student": {"Dog": 0.5, "Speech": 0.7}})
     plots.training_curves(tmp_path / "curve.png", "distill", {"step": [1, 2, 3], "train/loss": [1.0, 0.8, 0.7]},
                           {"epoch": [0, 1], "valid/mAP": [0.3, 0.5]})
-    plots.event_timeline(tmp_path / "timeline.png", "clip_0", 10.0, [(1.0, 2.0, "Dog")], [(1.1, 2.2, "Dog")])
+    plots.event_timeline(tmp_path / "timeline.png", "clip_0", 10.0, [(1.0, 2.0, "Dog")], [(1.1, 2.2, "Dog")],
+                         scores={"Dog": [0.1] * 10 + [0.7] * 10 + [0.1] * 136, "Cat": [0.0] * 156},
+                         frame_rate_hz=15.625, threshold=0.5)
     data = ReportData(
         tagging={"KD student": {"test/mAP": 0.61, "params_m": 0.2}, "EAT teacher": None},
         sed={"ATST-SED stage 2 student": {"psds1": 0.31, "psds2": 0.52}},
@@ -76,3 +78,11 @@ def test_report_renders_in_headless_chromium_with_images_and_tables(tmp_path: Pa
 
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[0] == 1600 and np.std(pixels) > 0.05  # not a blank page
+
+
+def test_timeline_draws_the_frame_probabilities_when_given(tmp_path: Path) -> None:
+    events = ([(1.0, 2.0, "Dog")], [])
+    plain = plots.event_timeline(tmp_path / "plain.png", "c", 10.0, *events)
+    curve = plots.event_timeline(tmp_path / "curve.png", "c", 10.0, *events, scores={"Dog": [0.0] * 50 + [0.4] * 106},
+                                 frame_rate_hz=15.625, threshold=0.5)
+    assert plain.read_bytes() != curve.read_bytes()

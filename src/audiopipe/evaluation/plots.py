@@ -77,8 +77,14 @@ def training_curves(path: Path, title: str, train: Mapping[str, Sequence[float]]
 
 
 def event_timeline(path: Path, clip_id: str, duration_s: float, reference: Sequence[Event],
-                   detected: Sequence[Event]) -> Path:
-    """Reference (top row of each class) vs detected (bottom row) events of one clip."""
+                   detected: Sequence[Event], scores: Mapping[str, np.ndarray] | None = None,
+                   frame_rate_hz: float | None = None, threshold: float | None = None) -> Path:
+    """Reference (top row of each class) vs detected (bottom row) events of one clip.
+
+    With `scores` (class name -> frame probabilities (T',) at `frame_rate_hz`) the bottom row also draws each
+    class's probability curve (0 at the row's bottom, 1 at its middle) and the decision `threshold` dashed, so
+    a model whose scores never cross the threshold still shows where it reacts.
+    """
     labels = sorted({event[2] for event in (*reference, *detected)}) or ["(none)"]
     fig, ax = plt.subplots(figsize=(8.0, 0.45 * len(labels) + 1.2))
     for row, label in enumerate(labels):
@@ -88,8 +94,15 @@ def event_timeline(path: Path, clip_id: str, duration_s: float, reference: Seque
         for onset, offset, name in detected:
             if name == label:
                 ax.broken_barh([(onset, offset - onset)], (row - 0.45, 0.4), color="tab:orange")
+        if scores is not None and frame_rate_hz and label in scores:
+            curve = np.asarray(scores[label], dtype=float)
+            times = (np.arange(curve.size) + 0.5) / frame_rate_hz
+            ax.plot(times, row - 0.45 + 0.4 * curve, color="tab:blue", linewidth=1)
+            if threshold is not None:
+                ax.axhline(row - 0.45 + 0.4 * threshold, color="tab:blue", linewidth=0.6, linestyle="--")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlim(0, duration_s)
     ax.set_xlabel("time (s)")
-    ax.set_title(f"{clip_id}: reference (green, upper) vs detected (orange, lower)")
+    curve_note = ", blue: frame probability, dashed: threshold" if scores is not None else ""
+    ax.set_title(f"{clip_id}: reference (green, upper) vs detected (orange, lower){curve_note}", fontsize=9)
     return _save(fig, path)

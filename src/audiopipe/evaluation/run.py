@@ -107,7 +107,9 @@ def _timelines(cfg: Any, scores: Mapping[str, np.ndarray], reference: Mapping[st
         detected = scores_to_events(scores[clip], cfg.threshold, frame_rate_hz=frame_rate_hz,
                                     class_names=reader.class_names, duration_s=cfg.duration_s)
         name = f"timeline_{_slug(clip)}.png"
-        plots.event_timeline(out_dir / name, clip, cfg.duration_s, reference[clip], detected)
+        curves = dict(zip(reader.class_names, scores[clip]))  # (C, T') -> class name -> (T',)
+        plots.event_timeline(out_dir / name, clip, cfg.duration_s, reference[clip], detected, scores=curves,
+                             frame_rate_hz=frame_rate_hz, threshold=cfg.threshold)
         data.figures.append((f"Events of {clip} (last SED stage, student, threshold {cfg.threshold})", name))
 
 
