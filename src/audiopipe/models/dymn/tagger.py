@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import cast
 
 import torch
-from torch import nn
 
-from audiopipe.audio.features import EfficientATMel
 from audiopipe.models.dymn.model import DyMN
-from audiopipe.models.mobilenet.tagger import load_strict
+from audiopipe.models.mobilenet.tagger import MelTagger, load_strict
 
 
-class DyMNTagger(nn.Module):
+class DyMNTagger(MelTagger):
     """EfficientATMel -> DyMN -> logits; the DyMN counterpart of `MobileNetTagger` (same front-end arguments).
 
     Args:
@@ -61,20 +58,11 @@ class DyMNTagger(nn.Module):
         T1_slope: float = 0.02,
         temperature: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.sample_rate = sample_rate
-        self.mel = EfficientATMel(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            win_length=win_length,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            fmin_aug_range=fmin_aug_range,
-            fmax_aug_range=fmax_aug_range,
-            freqm=freqm,
-            timem=timem,
-        )
-        self.net = DyMN(
+        super().__init__(
+            sample_rate=sample_rate, n_mels=n_mels, hop_length=hop_length, n_fft=n_fft, win_length=win_length,
+            fmin_aug_range=fmin_aug_range, fmax_aug_range=fmax_aug_range, freqm=freqm, timem=timem,
+        )  # fmt: skip
+        self.net: DyMN = DyMN(
             n_classes=n_classes,
             width_mult=width_mult,
             head_type=head_type,
@@ -91,13 +79,6 @@ class DyMNTagger(nn.Module):
     def update_params(self, epoch: int) -> float:
         """Temperature schedule step of the network (see `DyMN.update_params`); returns tau."""
         return self.net.update_params(epoch)
-
-    def embed(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, C) and clip embedding (B, E)."""
-        return cast(tuple[torch.Tensor, torch.Tensor], self.net(self.mel(waveform)))  # mel (B, n_mels, frames)
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.embed(waveform)[0]
 
 
 def load_official_weights(module: DyMNTagger | DyMN, source: str | Path | Mapping[str, torch.Tensor]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -21,7 +22,39 @@ from audiopipe.audio.features import EfficientATMel
 from audiopipe.models.mobilenet.model import MobileNetV3
 
 
-class MobileNetTagger(nn.Module):
+class MelTagger(nn.Module):
+    """Shared body of the EfficientAT taggers: the `mel` front end (built here) and `net` (set by the subclass,
+    returning (logits, embedding) from a mel (B, n_mels, frames)); `embed` and `forward` are defined once."""
+
+    net: nn.Module
+
+    def __init__(
+        self, *, sample_rate: int, n_mels: int, hop_length: int, n_fft: int, win_length: int,
+        fmin_aug_range: int, fmax_aug_range: int, freqm: int, timem: int,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.mel = EfficientATMel(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            fmin_aug_range=fmin_aug_range,
+            fmax_aug_range=fmax_aug_range,
+            freqm=freqm,
+            timem=timem,
+        )
+
+    def embed(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, C) and clip embedding (B, E)."""
+        return cast(tuple[torch.Tensor, torch.Tensor], self.net(self.mel(waveform)))  # mel (B, n_mels, frames)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.embed(waveform)[0]
+
+
+class MobileNetTagger(MelTagger):
     """EfficientATMel -> MobileNetV3 -> logits.
 
     Args:
@@ -58,19 +91,10 @@ class MobileNetTagger(nn.Module):
         timem: int = 0,
         input_dim_t: int = 1000,
     ) -> None:
-        super().__init__()
-        self.sample_rate = sample_rate
-        self.mel = EfficientATMel(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            win_length=win_length,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            fmin_aug_range=fmin_aug_range,
-            fmax_aug_range=fmax_aug_range,
-            freqm=freqm,
-            timem=timem,
-        )
+        super().__init__(
+            sample_rate=sample_rate, n_mels=n_mels, hop_length=hop_length, n_fft=n_fft, win_length=win_length,
+            fmin_aug_range=fmin_aug_range, fmax_aug_range=fmax_aug_range, freqm=freqm, timem=timem,
+        )  # fmt: skip
         self.net = MobileNetV3(
             n_classes=n_classes,
             width_mult=width_mult,
@@ -81,14 +105,6 @@ class MobileNetTagger(nn.Module):
             input_dim_t=input_dim_t,
             dropout=dropout,
         )
-
-    def embed(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, C) and clip embedding (B, E)."""
-        return self.net(self.mel(waveform))  # mel (B, n_mels, frames) -> net
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.embed(waveform)[0]
-
 
 def load_official_weights(
     module: MobileNetTagger | MobileNetV3, source: str | Path | Mapping[str, torch.Tensor]
