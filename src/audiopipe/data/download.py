@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from audiopipe.audio.io import write_text_atomic
-from audiopipe.data.manifests import sha256_file
+from audiopipe.data.manifests import file_digest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +117,6 @@ def parse_checksum(pin: str) -> tuple[str, str]:
             f"checksum {pin!r}: expected 64 hex digits (sha256) or 'md5:' and 32 hex digits; fix download.sha256"
         )
     return algo, digest
-
-
-def file_digest(path: str | Path, algo: str, chunk_bytes: int = 1 << 20) -> str:
-    """Hex digest of a file's bytes with `algo` (sha256 or md5)."""
-    if algo == "sha256":
-        return sha256_file(path, chunk_bytes)
-    digest = hashlib.new(algo, usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(

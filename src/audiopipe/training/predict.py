@@ -12,7 +12,6 @@ Returns `TaskResult` with per-split clip counts and, for labelled splits, the en
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from audiopipe.config import PredictTeacherConfig
 from audiopipe.data.datasets import ClipDataset
+from audiopipe.data.manifests import sha256_file
 from audiopipe.data.predictions import check_class_names, write_predictions
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import load_model
@@ -33,14 +33,6 @@ from audiopipe.training import distributed
 from audiopipe.training.loop import TaskResult, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
 
 
 def load_teachers(paths: Sequence[Path], class_names: Sequence[str]) -> tuple[list[nn.Module], str]:
@@ -55,7 +47,7 @@ def load_teachers(paths: Sequence[Path], class_names: Sequence[str]) -> tuple[li
             raise TypeError(f"{path}: {type(model).__name__} is not a tagger (no .sample_rate); "
                             "pass a fine-tuned tagger checkpoint such as eat_tagger.pt")
         models.append(model.eval())
-        parts.append(f"{payload['builder']}:{path.name}@{_file_digest(path)}")
+        parts.append(f"{payload['builder']}:{path.name}@{sha256_file(path)[:12]}")
     return models, " + ".join(parts)
 
 
