@@ -302,3 +302,42 @@ def test_tag_only_validation_pack_is_a_clear_error(tmp_path: Path) -> None:
         writer.add("clip0", np.zeros(16000, np.float32), targets=np.array([1.0, 0.0], np.float32))
     with pytest.raises(ValueError, match=r"valid\.h5: no strong .*download\.source"):
         eval_split(path, duration_s=1.0, sample_rate=16000)
+
+
+def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable() -> None:
+    from torch import nn
+
+    from audiopipe.models.sed import SEDModel
+    from audiopipe.training.ema import EMA
+    from audiopipe.training.finetune_sed import _SEDStep
+
+    class PlainEncoder(nn.Module):  # FrameEncoder without linear_input/input_from_linear
+        module_name, sample_rate, feature_dim = "plain", 16000, 3
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(1, 3)
+
+        def frame_features(self, waveform: torch.Tensor) -> torch.Tensor:
+            return self.proj(waveform.unfold(1, 320, 320).square().mean(-1, keepdim=True))
+
+    cfg = tiny_config(mixup_prob=0.0, mixup_encoder_input=False, freq_warp_prob=0.0, consistency="mean_teacher",
+                      frame_shift_max_frames=0, mask_time_frames=0.0, mask_freq_bins=0.0)
+    model = SEDModel(n_classes=3, encoder=PlainEncoder(), channels=[4] * 7, rnn_hidden=4, encoder_pool="linear")
+    teacher = EMA(model, decay=0.9)
+    with torch.no_grad():
+        teacher.module.encoder.proj.weight.add_(1.0)  # the EMA encoder differs from the student's
+    seen: list = []
+    original = teacher.module.forward_features
+
+    def record_frames(mel: torch.Tensor, frames: torch.Tensor | None = None) -> object:
+        seen.append(frames.detach().clone())
+        return original(mel, frames)
+
+    teacher.module.forward_features = record_frames
+    batch = {"audio": 0.1 * torch.randn(2, 16000), "strong": torch.zeros(2, 3, output_frames(model, 1.0)),
+             "weak": torch.zeros(2, 3), "subset": torch.tensor([0, 0])}
+    _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    with torch.no_grad():
+        expected = teacher.module.encoder.frame_features(batch["audio"])
+    torch.testing.assert_close(seen[-1], expected)

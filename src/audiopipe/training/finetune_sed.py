@@ -122,7 +122,11 @@ class _SEDStep:
         if encoder is None:
             return None, None
         if not isinstance(encoder, AugmentableFrameEncoder):  # checked in train_atst_sed: no encoder augmentation
-            return encoder.frame_features(audio), None
+            frames = encoder.frame_features(audio)
+            if self.phase == 1:
+                return frames, None
+            with torch.no_grad():  # stage 2: the teacher's own (EMA) encoder
+                return frames, self.teacher.module.encoder.frame_features(audio)
         linear = encoder.linear_input(audio)
         student_linear = mix_groups(linear, draws) if cfg.mixup_encoder_input else linear
         student_in = _warp_groups(
