@@ -322,6 +322,7 @@ class AtstSedConfig:
     mask_time_frames: float
     mask_freq_bins: float
     head_prior_init: bool  # phase 1: strong-head bias = logit of each class's frame prior (not in ATST-SED)
+    cache_features: bool  # SED mel (and phase 1's frozen-encoder frames) of each clip computed once, then reused
     median_window: list[int]
     val_every: int
     eval_batch_size: int

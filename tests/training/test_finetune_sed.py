@@ -52,6 +52,7 @@ def tiny_config(**overrides: object) -> AtstSedConfig:
         mask_time_frames=2.0,
         mask_freq_bins=8.0,
         head_prior_init=True,
+        cache_features=False,
         median_window=[3],
         val_every=1,
         eval_batch_size=3,
@@ -341,3 +342,64 @@ def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable
     with torch.no_grad():
         expected = teacher.module.encoder.frame_features(batch["audio"])
     torch.testing.assert_close(seen[-1], expected)
+
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+def test_feature_cache_gives_the_uncached_step_and_runs_the_front_ends_once_per_clip(phase: int) -> None:
+    from audiopipe.training.finetune_sed import _SEDStep
+
+    overrides = {"consistency": "mean_teacher", "mixup_prob": 0.0, "mixup_encoder_input": False,
+                 "freq_warp_prob": 0.0}
+    cfg, model, teacher, batch = _step_inputs(**overrides)
+    model.freeze_encoder(phase == 1)
+    batch = {**batch, "split": ["train", "train", "unlabelled", "unlabelled"], "clip_id": ["a", "b", "a", "b"]}
+    plain = _SEDStep(cfg, phase, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+        model, batch, torch.device("cpu")
+    )
+    encoder_calls: list = []
+    mel_calls: list = []
+    _spy(model.encoder, "frame_features", encoder_calls)
+    _spy(model.mel_spec, "magnitude", mel_calls)
+    step = _SEDStep(dataclasses.replace(cfg, cache_features=True), phase, teacher, torch.Generator().manual_seed(0),
+                    rampup_steps=1)
+    first = step(model, batch, torch.device("cpu"))
+    second = step(model, batch, torch.device("cpu"))
+    # same split + clip id = one entry; "a" of train and "a" of unlabelled are different clips
+    assert len(mel_calls) == 1 and mel_calls[0].shape[0] == 4 and len(step.cache.mels) == 4
+    # phase 2 trains the encoder: its frames are never cached
+    assert len(encoder_calls) == (1 if phase == 1 else 0) and len(step.cache.frames) == (4 if phase == 1 else 0)
+    for key in ("loss", "strong_bce", "consistency"):
+        torch.testing.assert_close(first[key], plain[key], atol=1e-5, rtol=0)
+        torch.testing.assert_close(second[key], plain[key], atol=1e-5, rtol=0)
+
+
+def test_feature_cache_rolls_mels_and_frames_with_the_frame_shift() -> None:
+    from audiopipe.training.sed_feature_cache import ClipFeatureCache
+
+    _, model, _, batch = _step_inputs()
+    n_frames = output_frames(model, 1.0)
+    samples_per_frame = int(model.sample_rate / model.frame_rate_hz)  # 1024 = 4 hops of 256
+    cache, shifts = ClipFeatureCache(), [2, -1, 0, 3]
+    keys = [("train", str(i)) for i in range(4)]
+    still = cache.encoder_frames(model, batch["audio"], keys, [0] * 4, n_frames)
+    shifted = cache.encoder_frames(model, batch["audio"], keys, shifts, n_frames)
+    mel = cache.sed_magnitude(model, batch["audio"], keys, shifts, samples_per_frame)
+    assert still.shape == (4, n_frames, model.encoder.feature_dim)
+    for clip, shift in enumerate(shifts):
+        torch.testing.assert_close(shifted[clip], torch.roll(still[clip], shift, dims=0))
+        # away from the wrapped edge, the rolled cached mel is the mel of the rolled waveform
+        rolled = torch.roll(batch["audio"][clip], shift * samples_per_frame)
+        direct = model.mel_spec.magnitude(rolled[None])[0]
+        inner = slice(4 * 4 + 8, -4 * 4 - 8)
+        torch.testing.assert_close(mel[clip][:, inner], direct[:, inner], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(shifted[0], still[0])
+
+
+def test_feature_cache_refuses_batches_without_clip_keys() -> None:
+    from audiopipe.training.finetune_sed import _SEDStep
+
+    cfg, model, teacher, batch = _step_inputs(cache_features=True)
+    step = _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
+    with pytest.raises(ValueError, match="'split' and 'clip_id'"):
+        step(model, batch, torch.device("cpu"))

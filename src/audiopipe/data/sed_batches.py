@@ -11,6 +11,7 @@ Items of `SEDClipDataset` (C classes, T samples at the model rate, T' output fra
     strong   FloatTensor (C, T')   frame targets (zeros unless the subset is strong)
     weak     FloatTensor (C,)      clip tags (zeros for unlabelled clips)
     subset   int                   STRONG, WEAK or UNLABELLED (a LongTensor (B,) after collation)
+    split    str                   the pack's file stem (`train`, `weak`, ...); with clip_id, unique over packs
     clip_id  str
 """
 
@@ -58,6 +59,7 @@ class SEDClipDataset(Dataset):
         sample_rate: int | None = None, cache: bool = False,
     ) -> None:
         self.reader = ClipReader(h5_path)
+        self.split = Path(h5_path).stem
         self.sample_rate = sample_rate or self.reader.sample_rate  # audio is resampled to it on read
         self.kind = subset_kind(self.reader, Path(h5_path).stem) if kind is None else kind
         self.num_samples = int(round(duration_s * self.reader.sample_rate))  # at the pack rate, before resampling
@@ -94,6 +96,7 @@ class SEDClipDataset(Dataset):
             "strong": torch.from_numpy(strong),
             "weak": torch.from_numpy(np.asarray(weak, dtype=np.float32)),
             "subset": self.kind,
+            "split": self.split,
             "clip_id": self.reader.clip_ids[index],
         }
 

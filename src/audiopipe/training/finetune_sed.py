@@ -40,6 +40,7 @@ from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_stric
 from audiopipe.training.distributed import resolve_device
 from audiopipe.training.ema import EMA
 from audiopipe.training.loop import BestTracker, TaskResult, fit
+from audiopipe.training.sed_feature_cache import ClipFeatureCache
 from audiopipe.training.sed_optim import lr_factor, param_groups
 from audiopipe.training.sed_validation import eval_split, evaluate_split, median_windows
 
@@ -69,14 +70,15 @@ def _build(
 
 def _frame_shift(
     audio: torch.Tensor, strong: torch.Tensor, max_frames: int, samples_per_frame: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Roll each clip and its frame targets by the same whole number of output frames."""
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Roll each clip and its frame targets by the same whole number of output frames; also returns the shifts."""
     if max_frames <= 0:
-        return audio, strong
+        return audio, strong, [0] * audio.shape[0]
     shifts = torch.randint(-max_frames, max_frames + 1, (audio.shape[0],), generator=generator).tolist()
     audio = torch.stack([torch.roll(a, s * samples_per_frame) for a, s in zip(audio, shifts)])
     strong = torch.stack([torch.roll(y, s, dims=-1) for y, s in zip(strong, shifts)])
-    return audio, strong
+    return audio, strong, shifts
+
 
 
 def _warp_groups(
@@ -112,6 +114,9 @@ class _SEDStep:
         self.cfg, self.phase, self.teacher, self.generator = cfg, phase, teacher, generator
         self.rampup_steps = rampup_steps
         self.step = 0  # optimizer steps taken (fit's on_optimizer_step keeps it current)
+        self.cache = ClipFeatureCache() if cfg.cache_features else None
+        # a frozen encoder on the clean clip (phase 1 without encoder augmentation) gives the same frames each epoch
+        self.cache_frames = phase == 1 and not cfg.mixup_encoder_input and cfg.freq_warp_prob <= 0
 
     def _encoder_frames(
         self, raw: SEDModel, audio: torch.Tensor, subset: torch.Tensor, draws: list[GroupMix]
@@ -147,19 +152,28 @@ class _SEDStep:
         cfg, raw = self.cfg, cast(SEDModel, getattr(model, "module", model))
         samples_per_frame = int(round(raw.sample_rate / raw.frame_rate_hz))
         subset = batch["subset"]
-        audio, strong = _frame_shift(
+        audio, strong, shifts = _frame_shift(
             batch["audio"], batch["strong"], cfg.frame_shift_max_frames, samples_per_frame, self.generator
         )
         draws = group_mixup_params(subset, alpha=cfg.mixup_alpha, prob=cfg.mixup_prob, generator=self.generator)
         strong, weak = mix_groups(strong, draws, clamp=(0.0, 1.0)), mix_groups(batch["weak"], draws, clamp=(0.0, 1.0))
-        sed_linear = raw.mel_spec.magnitude(audio)  # (B, F, T); the front end has no parameters
+        keys = list(zip(batch.get("split", []), batch.get("clip_id", [])))
+        if self.cache is not None and len(keys) != len(subset):
+            raise ValueError("cache_features needs the batch's 'split' and 'clip_id' (SEDClipDataset items)")
+        if self.cache is not None:  # (B, F, T); the front end has no parameters
+            sed_linear = self.cache.sed_magnitude(raw, batch["audio"], keys, shifts, samples_per_frame)
+        else:
+            sed_linear = raw.mel_spec.magnitude(audio)
         mixed_mel = raw.mel_spec.normalize(mix_groups(sed_linear, draws))
         student_mel = mixed_mel
         if cfg.mask_time_frames > 0 or cfg.mask_freq_bins > 0:
             student_mel = spec_mask(
                 mixed_mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames, generator=self.generator
             )
-        frames, t_frames = self._encoder_frames(raw, audio, subset, draws)
+        if self.cache is not None and self.cache_frames and raw.encoder is not None:
+            frames, t_frames = self.cache.encoder_frames(raw, batch["audio"], keys, shifts, strong.shape[-1]), None
+        else:
+            frames, t_frames = self._encoder_frames(raw, audio, subset, draws)
         s_strong, s_weak = raw.forward_features(student_mel, frames)
         ict = cfg.consistency == "ict" and bool(draws)
         with torch.no_grad():
