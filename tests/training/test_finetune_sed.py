@@ -6,6 +6,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,7 +70,7 @@ def tiny_config(**overrides: object) -> AtstSedConfig:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sed")
-    make_synthetic_pack(root / "pack", n_per_split=2, duration_s=1.0, seed=3)
+    make_synthetic_pack(root / "pack", n_per_split=2, duration_s=1.0, seed=3, sample_rate=32000)  # resampled to 16k
     phase1 = train_atst_sed(
         tiny_config(),
         phase=1,
@@ -403,3 +404,21 @@ def test_feature_cache_refuses_batches_without_clip_keys() -> None:
     step = _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
     with pytest.raises(ValueError, match="'split' and 'clip_id'"):
         step(model, batch, torch.device("cpu"))
+
+
+def test_stage_test_scores_equal_the_evaluate_stage_scores(runs: dict) -> None:
+    """The stage's own test metrics and `evaluate`'s must come from the same frame scores (same audio path)."""
+    from audiopipe.data.hdf5 import ClipReader
+    from audiopipe.evaluation.scoring import load_sed_models, sed_frame_scores
+    from audiopipe.training.sed_validation import eval_split, predict_strong
+
+    models, _ = load_sed_models(runs["s2"])
+    test_pack = runs["root"] / "pack" / "test.h5"
+    for name, model in models.items():
+        assert ClipReader(test_pack).sample_rate != model.sample_rate  # the resampling path is exercised
+        stage = predict_strong({name: model}, eval_split(test_pack, duration_s=1.0, sample_rate=model.sample_rate),
+                               batch_size=3)[name]
+        evaluate = sed_frame_scores(model, ClipReader(test_pack), 1.0, 3)
+        assert stage.keys() == evaluate.keys()
+        for clip in stage:
+            np.testing.assert_allclose(stage[clip], evaluate[clip], atol=1e-6, err_msg=f"{name} {clip}")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, default_collate
 
-from audiopipe.data.datasets import fit_length
+from audiopipe.data.datasets import fit_length, read_clip
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 
@@ -52,11 +52,13 @@ class SEDClipDataset(Dataset):
         cache: Keep each clip's resampled audio in memory (float16, 2 bytes per sample) after its first read, so
             later epochs and repeated evaluations skip decoding and resampling. Each DataLoader worker holds
             its own cache; use it with `num_workers=0` or small packs.
+        exact: Evaluation reading: resample with `audiopipe.audio.resample` (the polyphase filter `evaluate` and
+            `audiopipe detect` use) and cache float32, so a stage's own test metrics equal `evaluate`'s.
     """
 
     def __init__(
         self, h5_path: str | Path, *, duration_s: float, n_frames: int, frame_rate_hz: float, kind: int | None = None,
-        sample_rate: int | None = None, cache: bool = False,
+        sample_rate: int | None = None, cache: bool = False, exact: bool = False,
     ) -> None:
         self.reader = ClipReader(h5_path)
         self.split = Path(h5_path).stem
@@ -65,6 +67,7 @@ class SEDClipDataset(Dataset):
         self.num_samples = int(round(duration_s * self.reader.sample_rate))  # at the pack rate, before resampling
         self.n_frames, self.frame_rate_hz = n_frames, frame_rate_hz
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.exact = exact
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -73,6 +76,12 @@ class SEDClipDataset(Dataset):
         """Waveform (T,) float32 at `self.sample_rate`, cropped/padded to `duration_s`."""
         if self.cache is not None and index in self.cache:
             return self.cache[index].float()
+        if self.exact:
+            exact = read_clip(self.reader, index, self.num_samples, self.sample_rate)
+            wave = torch.from_numpy(np.ascontiguousarray(exact, np.float32))
+            if self.cache is not None:
+                self.cache[index] = wave
+            return wave
         wave = torch.from_numpy(np.ascontiguousarray(fit_length(self.reader.read_audio(index), self.num_samples)))
         if self.sample_rate != self.reader.sample_rate:
             import torchaudio

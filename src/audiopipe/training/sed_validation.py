@@ -38,14 +38,15 @@ def median_windows(window: Sequence[int], n_classes: int) -> list[int]:
 
 def eval_split(h5_path: Path, *, duration_s: float, sample_rate: int) -> SEDClipDataset:
     """A strong-labelled split for evaluation: audio at the model rate, cached so that every later
-    validation reads and resamples nothing (`kind=UNLABELLED`: no frame targets are built).
+    validation reads and resamples nothing (`kind=UNLABELLED`: no frame targets are built). `exact` reading:
+    the same resampler and float32 audio as `evaluate` and `audiopipe detect`, so the numbers agree.
 
     Raises:
         ValueError: the pack has no strong labels (a tag-only corpus), so PSDS and event F1 are undefined.
     """
     dataset = SEDClipDataset(
         h5_path, duration_s=duration_s, n_frames=0, frame_rate_hz=1.0, kind=UNLABELLED, sample_rate=sample_rate,
-        cache=True,
+        cache=True, exact=True,
     )
     if not dataset.reader.has_strong:
         raise ValueError(
