@@ -58,6 +58,7 @@ def _load(obj: Any) -> Any:
 
 
 _PACKS = "data/pack_hdf5"
+_OVERRIDES = "config_overrides"  # trial user attribute: the config values a trial ran with
 
 # params.yaml section (= DVC stage) -> its task, with the same inputs as its dvc.yaml entry.
 TARGETS: dict[str, SweepTarget] = {
@@ -104,7 +105,11 @@ def register_target(stage: str, target: SweepTarget) -> None:
 
 
 def suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
-    """Draw one value per entry of `space`: {choices: [...]}, or {low, high[, log]} (int if both are ints)."""
+    """Draw one value per entry of `space`: {choices: [...]}, or {low, high[, log]} (int if both are ints).
+
+    Choices may be lists (e.g. `batch_sizes: {choices: [[4, 4, 8, 8], [24, 24, 48, 48]]}`); the trial then
+    records their JSON text and the drawn value is decoded, so `trial.params` stay storable scalars.
+    """
     values: dict[str, Any] = {}
     for name, spec in space.items():
         if not isinstance(spec, Mapping):
@@ -112,7 +117,11 @@ def suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
         if "choices" in spec:
             if set(spec) != {"choices"} or not spec["choices"]:
                 raise ValueError(f"sweep space '{name}': use only a non-empty 'choices' list, got {dict(spec)}")
-            values[name] = trial.suggest_categorical(name, list(spec["choices"]))
+            choices = list(spec["choices"])
+            if all(choice is None or isinstance(choice, (bool, int, float, str)) for choice in choices):
+                values[name] = trial.suggest_categorical(name, choices)
+            else:  # lists (per-subset batch sizes): Optuna stores only scalars, so draw among their JSON texts
+                values[name] = json.loads(trial.suggest_categorical(name, [json.dumps(c) for c in choices]))
             continue
         unknown = set(spec) - {"low", "high", "log"}
         if unknown or not {"low", "high"} <= set(spec):
@@ -232,7 +241,9 @@ def run_sweep(
     metric = space_cfg.metric
 
     def objective(trial: optuna.Trial) -> float:
-        cfg = apply_overrides(base_cfg, suggest(trial, space_cfg.space))
+        overrides = suggest(trial, space_cfg.space)
+        trial.set_user_attr(_OVERRIDES, overrides)  # decoded values (trial.params hold list choices as JSON text)
+        cfg = apply_overrides(base_cfg, overrides)
         trial_dir = out_dir / f"trial-{trial.number}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Any] = dict(target.fixed)
@@ -241,7 +252,9 @@ def run_sweep(
 
         def on_epoch_end(epoch: int, metrics: Mapping[str, float]) -> None:
             if metric not in metrics:
-                raise KeyError(f"task reported {sorted(metrics)} but the sweep metric is '{metric}'")
+                if any(key.startswith("valid/") for key in metrics):  # validated, but not this metric: a typo
+                    raise KeyError(f"task reported {sorted(metrics)} but the sweep metric is '{metric}'")
+                return  # no validation this epoch (`val_every` > 1): nothing to report or prune on
             trial.report(float(metrics[metric]), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: {metric}={metrics[metric]:.4g}")
@@ -292,10 +305,11 @@ def write_best(study: Any, stage: str, out_dir: Path, storage: str) -> SweepSumm
         reason = failed[-1].user_attrs.get("fail_reason", "") if failed else ""
         raise RuntimeError(f"no trial of study '{study.study_name}' completed ({dict(count)}); last failure: {reason}")
     best = study.best_trial
-    command = dvc_exp_command(stage, best.params)
+    params = dict(best.user_attrs.get(_OVERRIDES, best.params))
+    command = dvc_exp_command(stage, params)
     path = out_dir / "best_params.yaml"
     doc = {"stage": stage, "study": study.study_name, "storage": storage, "trial": best.number,
-           "value": best.value, "params": {stage: dict(best.params)}, "apply": command}
+           "value": best.value, "params": {stage: params}, "apply": command}
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
     tmp.replace(path)
@@ -303,5 +317,5 @@ def write_best(study: Any, stage: str, out_dir: Path, storage: str) -> SweepSumm
         study_name=study.study_name, storage=storage,
         n_complete=len(complete), n_pruned=count[optuna.trial.TrialState.PRUNED],
         n_failed=count[optuna.trial.TrialState.FAIL], best_value=float(best.value),
-        best_params=dict(best.params), best_params_file=path, command=command,
+        best_params=params, best_params_file=path, command=command,
     )

@@ -9,6 +9,7 @@ of params.yaml has exactly the fields of its dataclass, and every sweep space na
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_sweep_spaces_name_fields_of_their_stage(stage: str) -> None:
     space = sweep.stages[stage].space
     assert stage in TARGETS, f"sweep.stages.{stage} has no entry in audiopipe.sweep.TARGETS"
     low = {k: v["choices"][0] if "choices" in v else v["low"] for k, v in space.items()}
+    low = {k: json.dumps(v) if isinstance(v, list) else v for k, v in low.items()}  # list choices: stored as JSON
     base = C.load_params(stage, SECTIONS[stage], ROOT / "params.yaml")
     apply_overrides(base, suggest(optuna.trial.FixedTrial(low), space))
     assert sweep.stages[stage].direction in ("maximize", "minimize")

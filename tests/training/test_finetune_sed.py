@@ -422,3 +422,34 @@ def test_stage_test_scores_equal_the_evaluate_stage_scores(runs: dict) -> None:
         assert stage.keys() == evaluate.keys()
         for clip in stage:
             np.testing.assert_allclose(stage[clip], evaluate[clip], atol=1e-6, err_msg=f"{name} {clip}")
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. Optuna's "choices ... should be a tuple of None, bool, ..."
+def test_stage2_batch_size_ablation_is_a_plain_optuna_sweep(runs: dict, tmp_path: Path) -> None:
+    """The paper's stage-2 batch sizes x epochs ablation as `sweep.stages.atst_stage2` (no code changes): list
+    choices for `batch_sizes`, an epoch range, and epochs without validation (`val_every` 2) are not reported."""
+    import shutil
+
+    import yaml
+
+    from audiopipe.config import SweepConfig, SweepStageConfig
+    from audiopipe.sweep import run_sweep
+
+    (tmp_path / "data" / "atst_stage1").mkdir(parents=True)
+    shutil.copytree(runs["root"] / "pack", tmp_path / "data" / "pack_hdf5")
+    shutil.copy(runs["s1"], tmp_path / "data" / "atst_stage1" / "model.pt")
+    space = {"batch_sizes": {"choices": [[1, 1, 1], [2, 1, 1]]}, "epochs": {"low": 1, "high": 2}}
+    sweep = SweepConfig(pruner="none", n_startup_trials=0, n_warmup_steps=0, seed=0, stages={
+        "atst_stage2": SweepStageConfig(metric="valid/student_psds2_mean_tpr", direction="maximize", space=space)})
+    summary = run_sweep("atst_stage2", tiny_config(val_every=2), sweep, n_trials=3, out_dir=tmp_path / "sweep",
+                        root=tmp_path, tracking_enabled=False)
+    assert summary.n_complete == 3 and summary.n_failed == 0
+    assert summary.best_params["batch_sizes"] in ([1, 1, 1], [2, 1, 1])
+    assert "-S 'atst_stage2.batch_sizes=[" in summary.command
+    best = yaml.safe_load(summary.best_params_file.read_text())
+    assert best["params"]["atst_stage2"]["epochs"] in (1, 2)
+    for trial in range(3):
+        assert (tmp_path / "sweep" / f"trial-{trial}" / "model.pt").is_file()
+    resumed = run_sweep("atst_stage2", tiny_config(val_every=2), sweep, n_trials=1, out_dir=tmp_path / "sweep",
+                        root=tmp_path, tracking_enabled=False)  # the stored study (list choices) reloads
+    assert resumed.n_complete == 4 and resumed.n_failed == 0
