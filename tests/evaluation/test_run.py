@@ -47,6 +47,7 @@ def test_evaluate_writes_metrics_and_report_and_marks_missing_models(tmp_path: P
     assert "EAT teacher" in result.metrics["missing"]
     report = (tmp_path / "eval" / "report.html").read_text()
     assert "missing: stage not run" in report and (tmp_path / "eval" / "sed_psd_roc.png").is_file()
+    assert 'src="sed_psd_roc_mean_tpr.png"' in report and (tmp_path / "eval" / "sed_psd_roc_mean_tpr.png").is_file()
 
 
 def test_stage_curves_read_validation_csv_with_a_step_column(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

@@ -329,7 +329,8 @@ def evaluate_sed(
         rocs[name] = psds_threshold_free(frames, gt_ev, dur_ev, scenario)
         metrics[name] = rocs[name].value
     no_spread = PSDSScenario(PSDS2.dtc, PSDS2.gtc, PSDS2.cttc, PSDS2.alpha_ct, 0.0, PSDS2.max_efpr)
-    metrics["psds2_mean_tpr"] = psds_threshold_free(frames, gt_ev, dur_ev, no_spread).value
+    rocs["psds2_mean_tpr"] = psds_threshold_free(frames, gt_ev, dur_ev, no_spread)
+    metrics["psds2_mean_tpr"] = rocs["psds2_mean_tpr"].value
     metrics["frame_auc"] = frame_auc(
         {clip: scores[clip][index] for clip in scores}, gt, class_names=scored, frame_rate_hz=frame_rate_hz
     )
