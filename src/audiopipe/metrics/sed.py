@@ -380,7 +380,7 @@ def plot_roc(path: Path, rocs: Mapping[str, PSDSResult], title: str = "PSD-ROC")
     for name, roc in rocs.items():
         ax.step(roc.efpr, roc.tpr, where="post", label=f"{name} = {roc.value:.3f}")
     ax.set(xlabel="eFPR per hour", ylabel="effective TPR", title=title, ylim=(0, 1.02))
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", fontsize="small")  # the curves of an early model hug the bottom
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -80,7 +80,6 @@ def _frame_shift(
     return audio, strong, shifts
 
 
-
 def _warp_groups(
     features: torch.Tensor, subset: torch.Tensor, encoder: AugmentableFrameEncoder, prob: float,
     generator: torch.Generator,
