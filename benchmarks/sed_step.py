@@ -1,6 +1,6 @@
 """ATST-SED training step on CPU with and without the per-clip feature cache (`cache_features`).
 
-Times one `_SEDStep` (augmentation, student forward + backward, mean-teacher forward; no optimizer) of the
+Times one `SEDStep` (augmentation, student forward + backward, mean-teacher forward; no optimizer) of the
 `atst_stage1` / `atst_stage2` sections of params.yaml on random 10-s clips with those sections' batch sizes,
 once with `cache_features: false` and once with a warm cache (every clip of the batch seen before).
 
@@ -24,7 +24,8 @@ import torch
 from audiopipe.config import AtstSedConfig, load_params
 from audiopipe.models import build_model
 from audiopipe.training.ema import EMA
-from audiopipe.training.finetune_sed import _SEDStep, output_frames
+from audiopipe.training.finetune_sed import output_frames
+from audiopipe.training.sed_step import SEDStep
 
 
 def step_seconds(cfg: AtstSedConfig, phase: int, repeats: int) -> float:
@@ -44,7 +45,7 @@ def step_seconds(cfg: AtstSedConfig, phase: int, repeats: int) -> float:
         "split": [str(int(k)) for k in subset],
         "clip_id": [str(i) for i in range(n)],
     }
-    step = _SEDStep(cfg, phase, EMA(model, decay=0.9), torch.Generator().manual_seed(0), rampup_steps=1)
+    step = SEDStep(cfg, phase, EMA(model, decay=0.9), torch.Generator().manual_seed(0), rampup_steps=1)
     timings = []
     for i in range(repeats + 1):
         start = time.perf_counter()

@@ -251,14 +251,14 @@ def _spy(module: torch.nn.Module, name: str, seen: list) -> None:
 
 @pytest.mark.parametrize("consistency", ["ict", "mean_teacher"])
 def test_stage2_teacher_sees_clean_input_only_with_ict(consistency: str) -> None:
-    from audiopipe.training.finetune_sed import _SEDStep
+    from audiopipe.training.sed_step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(consistency=consistency, freq_warp_prob=0.0, mixup_encoder_input=True)
     teacher_mels: list = []
     teacher_inputs: list = []
     _spy(teacher.module, "forward_features", teacher_mels)
     _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
-    out = _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    out = SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
     clean_mel = model.mel_spec(batch["audio"])
     clean_input = model.encoder.input_features(batch["audio"])
     assert out["ict"].item() == float(consistency == "ict") and torch.isfinite(out["loss"])
@@ -271,14 +271,14 @@ def test_stage2_teacher_sees_clean_input_only_with_ict(consistency: str) -> None
 
 
 def test_stage2_frequency_warp_draws_separately_for_student_and_teacher() -> None:
-    from audiopipe.training.finetune_sed import _SEDStep
+    from audiopipe.training.sed_step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(mixup_prob=0.0, freq_warp_prob=1.0)
     student_inputs: list = []
     teacher_inputs: list = []
     _spy(model.encoder, "frames_from_input", student_inputs)
     _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
-    _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
     clean_input = model.encoder.input_features(batch["audio"])
     assert student_inputs[0].shape == clean_input.shape
     assert not torch.allclose(student_inputs[0], clean_input, atol=1e-3)
@@ -311,7 +311,7 @@ def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable
 
     from audiopipe.models.sed import SEDModel
     from audiopipe.training.ema import EMA
-    from audiopipe.training.finetune_sed import _SEDStep
+    from audiopipe.training.sed_step import SEDStep
 
     class PlainEncoder(nn.Module):  # FrameEncoder without linear_input/input_from_linear
         module_name, sample_rate, feature_dim = "plain", 16000, 3
@@ -339,7 +339,7 @@ def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable
     teacher.module.forward_features = record_frames
     batch = {"audio": 0.1 * torch.randn(2, 16000), "strong": torch.zeros(2, 3, output_frames(model, 1.0)),
              "weak": torch.zeros(2, 3), "subset": torch.tensor([0, 0])}
-    _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
     with torch.no_grad():
         expected = teacher.module.encoder.frame_features(batch["audio"])
     torch.testing.assert_close(seen[-1], expected)
@@ -348,21 +348,21 @@ def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable
 
 @pytest.mark.parametrize("phase", [1, 2])
 def test_feature_cache_gives_the_uncached_step_and_runs_the_front_ends_once_per_clip(phase: int) -> None:
-    from audiopipe.training.finetune_sed import _SEDStep
+    from audiopipe.training.sed_step import SEDStep
 
     overrides = {"consistency": "mean_teacher", "mixup_prob": 0.0, "mixup_encoder_input": False,
                  "freq_warp_prob": 0.0}
     cfg, model, teacher, batch = _step_inputs(**overrides)
     model.freeze_encoder(phase == 1)
     batch = {**batch, "split": ["train", "train", "unlabelled", "unlabelled"], "clip_id": ["a", "b", "a", "b"]}
-    plain = _SEDStep(cfg, phase, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+    plain = SEDStep(cfg, phase, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
         model, batch, torch.device("cpu")
     )
     encoder_calls: list = []
     mel_calls: list = []
     _spy(model.encoder, "frame_features", encoder_calls)
     _spy(model.mel_spec, "magnitude", mel_calls)
-    step = _SEDStep(dataclasses.replace(cfg, cache_features=True), phase, teacher, torch.Generator().manual_seed(0),
+    step = SEDStep(dataclasses.replace(cfg, cache_features=True), phase, teacher, torch.Generator().manual_seed(0),
                     rampup_steps=1)
     first = step(model, batch, torch.device("cpu"))
     second = step(model, batch, torch.device("cpu"))
@@ -398,10 +398,10 @@ def test_feature_cache_rolls_mels_and_frames_with_the_frame_shift() -> None:
 
 
 def test_feature_cache_refuses_batches_without_clip_keys() -> None:
-    from audiopipe.training.finetune_sed import _SEDStep
+    from audiopipe.training.sed_step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(cache_features=True)
-    step = _SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
+    step = SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
     with pytest.raises(ValueError, match="'split' and 'clip_id'"):
         step(model, batch, torch.device("cpu"))
 

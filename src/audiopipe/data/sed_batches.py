@@ -63,7 +63,7 @@ class SEDClipDataset(Dataset):
         self.reader = ClipReader(h5_path)
         self.split = Path(h5_path).stem
         self.sample_rate = sample_rate or self.reader.sample_rate  # audio is resampled to it on read
-        self.kind = subset_kind(self.reader, Path(h5_path).stem) if kind is None else kind
+        self.kind = subset_kind(self.reader, self.split) if kind is None else kind
         self.num_samples = int(round(duration_s * self.reader.sample_rate))  # at the pack rate, before resampling
         self.n_frames, self.frame_rate_hz = n_frames, frame_rate_hz
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
@@ -79,17 +79,15 @@ class SEDClipDataset(Dataset):
         if self.exact:
             exact = read_clip(self.reader, index, self.num_samples, self.sample_rate)
             wave = torch.from_numpy(np.ascontiguousarray(exact, np.float32))
-            if self.cache is not None:
-                self.cache[index] = wave
-            return wave
-        wave = torch.from_numpy(np.ascontiguousarray(fit_length(self.reader.read_audio(index), self.num_samples)))
-        if self.sample_rate != self.reader.sample_rate:
-            import torchaudio
+        else:
+            wave = torch.from_numpy(np.ascontiguousarray(fit_length(self.reader.read_audio(index), self.num_samples)))
+            if self.sample_rate != self.reader.sample_rate:
+                import torchaudio
 
-            wave = torchaudio.functional.resample(wave.float(), self.reader.sample_rate, self.sample_rate)
+                wave = torchaudio.functional.resample(wave.float(), self.reader.sample_rate, self.sample_rate)
         if self.cache is None:
             return wave.float()
-        self.cache[index] = wave.half()
+        self.cache[index] = wave.float() if self.exact else wave.half()
         return self.cache[index].float()  # the same (rounded) values on every read
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -21,18 +21,16 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from audiopipe.audio.augment import GroupMix, freq_warp, group_mixup_params, mix_groups, spec_mask
 from audiopipe.config import AtstSedConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
-from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader, subset_masks
-from audiopipe.losses.sed import consistency_mse, consistency_weight, ict_consistency, strong_bce, weak_bce
+from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader
 from audiopipe.models import build_model
 from audiopipe.models.sed import SEDModel
 from audiopipe.models.sed_encoders import AugmentableFrameEncoder
@@ -40,8 +38,8 @@ from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_stric
 from audiopipe.training.distributed import resolve_device
 from audiopipe.training.ema import EMA
 from audiopipe.training.loop import BestTracker, TaskResult, fit
-from audiopipe.training.sed_feature_cache import ClipFeatureCache
 from audiopipe.training.sed_optim import lr_factor, param_groups
+from audiopipe.training.sed_step import SEDStep
 from audiopipe.training.sed_validation import eval_split, evaluate_split, median_windows
 
 log = logging.getLogger(__name__)
@@ -66,137 +64,6 @@ def _build(
     model = build_model(payload["builder"], **payload["builder_kwargs"])
     load_state_dict_strict(model, payload["model"], source=str(init_checkpoint))
     return model, payload  # type: ignore[return-value]
-
-
-def _frame_shift(
-    audio: torch.Tensor, strong: torch.Tensor, max_frames: int, samples_per_frame: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Roll each clip and its frame targets by the same whole number of output frames; also returns the shifts."""
-    if max_frames <= 0:
-        return audio, strong, [0] * audio.shape[0]
-    shifts = torch.randint(-max_frames, max_frames + 1, (audio.shape[0],), generator=generator).tolist()
-    audio = torch.stack([torch.roll(a, s * samples_per_frame) for a, s in zip(audio, shifts)])
-    strong = torch.stack([torch.roll(y, s, dims=-1) for y, s in zip(strong, shifts)])
-    return audio, strong, shifts
-
-
-def _warp_groups(
-    features: torch.Tensor, subset: torch.Tensor, encoder: AugmentableFrameEncoder, prob: float,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Frequency-warp the encoder input of each subset group with probability `prob` (one crop per group)."""
-    if prob <= 0:
-        return features
-    out = features.clone()
-    for kind in subset.unique().tolist():
-        if torch.rand(1, generator=generator).item() >= prob:
-            continue
-        index = torch.nonzero(subset == kind).flatten().to(features.device)
-        out[index] = freq_warp(
-            features[index], freq_axis=encoder.freq_axis, time_axis=encoder.time_axis, generator=generator
-        )
-    return out
-
-
-class _SEDStep:
-    """step_fn for `fit`: augmentation, student/teacher forward passes and the semi-supervised loss.
-
-    Student input: frame shift (waveform), mixup per subset group (linear SED magnitude mel; also the encoder's
-    linear input when `cfg.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of
-    the encoder input (`cfg.freq_warp_prob`). Teacher input: the same mixed SED mel for `mean_teacher`
-    consistency (stage 1); the clean one for `ict` (stage 2), with its own frequency-warp draw.
-    """
-
-    def __init__(
-        self, cfg: AtstSedConfig, phase: int, teacher: EMA, generator: torch.Generator, rampup_steps: int
-    ) -> None:
-        self.cfg, self.phase, self.teacher, self.generator = cfg, phase, teacher, generator
-        self.rampup_steps = rampup_steps
-        self.step = 0  # optimizer steps taken (fit's on_optimizer_step keeps it current)
-        self.cache = ClipFeatureCache() if cfg.cache_features else None
-        # a frozen encoder on the clean clip (phase 1 without encoder augmentation) gives the same frames each epoch
-        self.cache_frames = phase == 1 and not cfg.mixup_encoder_input and cfg.freq_warp_prob <= 0
-
-    def _encoder_frames(
-        self, raw: SEDModel, audio: torch.Tensor, subset: torch.Tensor, draws: list[GroupMix]
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(student frames, teacher frames); the teacher's are None when it shares the student's frozen
-        encoder on the same input (stage 1)."""
-        cfg, encoder = self.cfg, raw.encoder
-        if encoder is None:
-            return None, None
-        if not isinstance(encoder, AugmentableFrameEncoder):  # checked in train_atst_sed: no encoder augmentation
-            frames = encoder.frame_features(audio)
-            if self.phase == 1:
-                return frames, None
-            with torch.no_grad():  # stage 2: the teacher's own (EMA) encoder
-                return frames, self.teacher.module.encoder.frame_features(audio)
-        linear = encoder.linear_input(audio)
-        student_linear = mix_groups(linear, draws) if cfg.mixup_encoder_input else linear
-        student_in = _warp_groups(
-            encoder.input_from_linear(student_linear), subset, encoder, cfg.freq_warp_prob, self.generator
-        )
-        frames = encoder.frames_from_input(student_in)
-        if self.phase == 1:
-            return frames, None
-        teacher_linear = linear if cfg.consistency == "ict" else student_linear
-        teacher_encoder = cast(AugmentableFrameEncoder, self.teacher.module.encoder)
-        teacher_in = _warp_groups(
-            encoder.input_from_linear(teacher_linear), subset, encoder, cfg.freq_warp_prob, self.generator
-        )
-        with torch.no_grad():
-            return frames, teacher_encoder.frames_from_input(teacher_in)
-
-    def __call__(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        cfg, raw = self.cfg, cast(SEDModel, getattr(model, "module", model))
-        samples_per_frame = int(round(raw.sample_rate / raw.frame_rate_hz))
-        subset = batch["subset"]
-        audio, strong, shifts = _frame_shift(
-            batch["audio"], batch["strong"], cfg.frame_shift_max_frames, samples_per_frame, self.generator
-        )
-        draws = group_mixup_params(subset, alpha=cfg.mixup_alpha, prob=cfg.mixup_prob, generator=self.generator)
-        strong, weak = mix_groups(strong, draws, clamp=(0.0, 1.0)), mix_groups(batch["weak"], draws, clamp=(0.0, 1.0))
-        keys = list(zip(batch.get("split", []), batch.get("clip_id", [])))
-        if self.cache is not None and len(keys) != len(subset):
-            raise ValueError("cache_features needs the batch's 'split' and 'clip_id' (SEDClipDataset items)")
-        if self.cache is not None:  # (B, F, T); the front end has no parameters
-            sed_linear = self.cache.sed_magnitude(raw, batch["audio"], keys, shifts, samples_per_frame)
-        else:
-            sed_linear = raw.mel_spec.magnitude(audio)
-        mixed_mel = raw.mel_spec.normalize(mix_groups(sed_linear, draws))
-        student_mel = mixed_mel
-        if cfg.mask_time_frames > 0 or cfg.mask_freq_bins > 0:
-            student_mel = spec_mask(
-                mixed_mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames, generator=self.generator
-            )
-        if self.cache is not None and self.cache_frames and raw.encoder is not None:
-            frames, t_frames = self.cache.encoder_frames(raw, batch["audio"], keys, shifts, strong.shape[-1]), None
-        else:
-            frames, t_frames = self._encoder_frames(raw, audio, subset, draws)
-        s_strong, s_weak = raw.forward_features(student_mel, frames)
-        ict = cfg.consistency == "ict" and bool(draws)
-        with torch.no_grad():
-            teacher = self.teacher.module.train()  # teacher BN/dropout in train mode (spec §4.4)
-            teacher_mel = raw.mel_spec.normalize(sed_linear) if ict else mixed_mel
-            t_frames = frames if t_frames is None else t_frames
-            t_strong, t_weak = teacher.forward_features(teacher_mel, None if t_frames is None else t_frames.detach())
-        masks = subset_masks(subset)
-        loss_strong = strong_bce(s_strong, strong, masks["strong"])
-        loss_weak = weak_bce(s_weak, weak, masks["weak"])
-        weight = consistency_weight(self.step + 1, rampup_steps=self.rampup_steps, const_max=cfg.const_max)
-        if ict:
-            loss_con = ict_consistency(s_strong, s_weak, t_strong, t_weak, draws, weak_weight=cfg.weak_loss_weight)
-        else:
-            loss_con = consistency_mse(s_strong, s_weak, t_strong, t_weak, weak_weight=cfg.weak_loss_weight)
-        loss = loss_strong + cfg.weak_loss_weight * loss_weak + weight * loss_con
-        return {
-            "loss": loss,
-            "strong_bce": loss_strong.detach(),
-            "weak_bce": loss_weak.detach(),
-            "consistency": loss_con.detach(),
-            "consistency_weight": torch.tensor(weight),
-            "ict": torch.tensor(float(ict)),
-        }
 
 
 def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float,
@@ -293,7 +160,7 @@ def train_atst_sed(
         optimizer, lambda s: lr_factor(s + 1, rampup_steps=rampup_steps, total_steps=total_steps, cos_down=cfg.cos_down)
     )
     generator = torch.Generator().manual_seed(cfg.seed)
-    step_fn = _SEDStep(cfg, phase, teacher, generator, rampup_steps)
+    step_fn = SEDStep(cfg, phase, teacher, generator, rampup_steps)
     windows = median_windows(cfg.median_window, len(class_names))
 
     def on_step(step: int) -> None:
