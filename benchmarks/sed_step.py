@@ -9,7 +9,8 @@ once with `cache_features: false` and once with a warm cache (every clip of the 
 
 Goal: the warm cache makes the demo phase-1 step at least 1.3x faster (it removes the frozen encoder and
 the SED STFT from every step after the first epoch; the CRNN forward/backward and the mean-teacher CRNN
-forward remain). Phase 2 trains the encoder, so only the SED mel is cached there: expect ~1x.
+forward remain). Phase 2 trains the encoder, so only the SED mel is cached there: expect a smaller gain.
+CPU step times vary by about 20 % from run to run: use --repeats 5 and compare several runs.
 """
 
 from __future__ import annotations
