@@ -81,6 +81,14 @@ def test_mixed_loader_collates_dicts_with_subset_codes(pack: dict[str, Path]) ->
     assert batch["subset"].tolist() == [STRONG, STRONG, WEAK, UNLABELLED, UNLABELLED]
     masks = subset_masks(batch["subset"])
     assert masks["strong"].tolist() == [True, True, False, False, False]
-    assert masks["weak"].tolist() == [True, True, True, False, False]
+    assert masks["weak"].tolist() == [False, False, True, False, False]
     assert masks["unlabelled"].tolist() == [False, False, False, True, True]
     assert hasattr(loader.sampler, "set_epoch")  # fit reshuffles every epoch through it
+
+
+def test_weak_mask_selects_the_weak_subset_only() -> None:
+    """The clip-level BCE is taken on the weak clips only, not on strong + weak (spec atst_sed.md §6.2)."""
+    masks = subset_masks(torch.tensor([STRONG, WEAK, UNLABELLED, WEAK, STRONG]))
+    assert masks["weak"].tolist() == [False, True, False, True, False]
+    assert masks["strong"].tolist() == [True, False, False, False, True]
+    assert masks["unlabelled"].tolist() == [False, False, True, False, False]

@@ -453,3 +453,122 @@ def test_stage2_batch_size_ablation_is_a_plain_optuna_sweep(runs: dict, tmp_path
     resumed = run_sweep("atst_stage2", tiny_config(val_every=2), sweep, n_trials=1, out_dir=tmp_path / "sweep",
                         root=tmp_path, tracking_enabled=False)  # the stored study (list choices) reloads
     assert resumed.n_complete == 4 and resumed.n_failed == 0
+
+
+def test_weak_bce_is_taken_on_the_weak_clips_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec §6.2: BCE(weak_s[weak], y_weak) with `weak` = the weak subset, not strong + weak clips."""
+    from audiopipe.training import sed_step
+
+    cfg, model, teacher, batch = _step_inputs(consistency="mean_teacher", mixup_prob=0.0)
+    batch = {**batch, "subset": torch.tensor([0, 1, 1, 2])}  # strong, weak, weak, unlabelled
+    masks: list = []
+    original = sed_step.weak_bce
+
+    def record(weak: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        masks.append(mask.clone())
+        return original(weak, targets, mask)
+
+    monkeypatch.setattr(sed_step, "weak_bce", record)
+    out = sed_step.SEDStep(cfg, 1, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+        model, batch, torch.device("cpu")
+    )
+    assert [m.tolist() for m in masks] == [[False, True, True, False]]
+    assert torch.isfinite(out["weak_bce"])
+
+
+def test_mean_teacher_keeps_its_own_batchnorm_statistics() -> None:
+    """Spec §4.4/§6.3: the EMA averages parameters only; the teacher's BN running statistics come from its own
+    train-mode forward passes and are never copied from the student."""
+    from audiopipe.training.ema import EMA
+    from audiopipe.training.sed_step import SEDStep
+
+    cfg, model, _, batch = _step_inputs(consistency="ict")
+    teacher = EMA(model, decay=0.9, copy_buffers=False)
+    bn = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    before = teacher.module.get_submodule(bn).running_mean.clone()
+    step = SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
+    step(model, batch, torch.device("cpu"))
+    after_forward = teacher.module.get_submodule(bn).running_mean.clone()
+    assert not torch.allclose(after_forward, before)  # the teacher's forward in train mode updates its own stats
+    teacher.update(model, decay=0.9)
+    student_stats = model.get_submodule(bn).running_mean
+    teacher_stats = teacher.module.get_submodule(bn).running_mean
+    torch.testing.assert_close(teacher_stats, after_forward)  # the EMA update left the buffers alone
+    assert not torch.allclose(teacher_stats, student_stats)
+
+
+def test_trained_mean_teacher_has_its_own_batchnorm_statistics(runs: dict) -> None:
+    for key in ("s1", "s2"):
+        payload = load_checkpoint(runs[key])
+        stats = [k for k in payload["model"] if k.endswith("running_mean")]
+        assert stats
+        assert any(not torch.equal(payload["model"][k], payload["mean_teacher"][k]) for k in stats), key
+
+
+def _warped(inputs: torch.Tensor, clean: torch.Tensor, groups: list[slice]) -> list[bool]:
+    return [not torch.allclose(inputs[g], clean[g], atol=1e-5) for g in groups]
+
+
+def test_stage2_frequency_warp_tosses_one_coin_per_batch() -> None:
+    """Spec §5.5: p = 0.5 per batch; when it fires, every group of the student and of the teacher input is
+    warped (each with its own crop); otherwise none is."""
+    from audiopipe.training.sed_step import SEDStep
+
+    cfg, model, teacher, batch = _step_inputs(mixup_prob=0.0, freq_warp_prob=0.5)
+    clean = model.encoder.input_features(batch["audio"])
+    groups = [slice(0, 2), slice(2, 4)]  # strong, unlabelled
+    outcomes = []
+    for seed in range(12):
+        student_inputs: list = []
+        teacher_inputs: list = []
+        _spy(model.encoder, "frames_from_input", student_inputs)
+        _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
+        SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(seed), rampup_steps=1)(
+            model, batch, torch.device("cpu")
+        )
+        del model.encoder.frames_from_input, teacher.module.encoder.frames_from_input  # drop the spies
+        warped = _warped(student_inputs[0], clean, groups) + _warped(teacher_inputs[0], clean, groups)
+        assert len(set(warped)) == 1, f"seed {seed}: warped (student s/u, teacher s/u) = {warped}"
+        if warped[0]:  # crops are drawn separately for each group and branch
+            assert not torch.allclose(student_inputs[0][:2], teacher_inputs[0][:2], atol=1e-3)
+        outcomes.append(warped[0])
+    assert 0 < sum(outcomes) < len(outcomes)
+
+
+def test_phase_selection_criteria() -> None:
+    """Spec §6.5: phase 1 keeps the epoch with the lowest mean of the teacher's weak and strong validation BCE,
+    phase 2 the highest teacher PSDS1 + PSDS2."""
+    from audiopipe.training.finetune_sed import selection_criterion
+
+    assert selection_criterion(1) == ("valid/teacher_bce_mean", "min")
+    assert selection_criterion(2) == ("valid/teacher_psds_sum", "max")
+
+
+def test_phase1_keeps_the_epoch_with_the_lowest_teacher_validation_bce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audiopipe.training import finetune_sed
+
+    make_synthetic_pack(tmp_path / "pack", n_per_split=2, duration_s=1.0, seed=3)
+    scripted = iter([0.9, 0.2, 0.5])  # teacher strong BCE at each validation; lowest at epoch 1
+    real = finetune_sed.validation_bce
+
+    def fake(*args: object, **kwargs: object) -> dict[str, float]:
+        losses = real(*args, **kwargs)
+        return {**losses, "strong_bce": next(scripted)}
+
+    monkeypatch.setattr(finetune_sed, "validation_bce", fake)
+    result = train_atst_sed(
+        tiny_config(epochs=3, consistency="mean_teacher", mixup_encoder_input=False, freq_warp_prob=0.0),
+        phase=1, clips_dir=tmp_path / "pack", encoder_checkpoint=None, init_checkpoint=None,
+        checkpoint=tmp_path / "s1" / "model.pt",
+    )
+    rows = [row for row in result.history if "valid/teacher_bce_mean" in row]
+    assert len(rows) == 3
+    for row in rows:
+        assert row["valid/teacher_bce_mean"] == pytest.approx(
+            (row["valid/teacher_weak_bce"] + row["valid/teacher_strong_bce"]) / 2
+        )
+        assert row["valid/obj_metric"] == row["valid/teacher_bce_mean"]
+    assert result.metrics["train/best_epoch"] == 1.0
+    assert result.metrics["valid/teacher_strong_bce"] == 0.2  # the restored epoch's validation metrics

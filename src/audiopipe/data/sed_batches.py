@@ -176,5 +176,9 @@ def make_mixed_loader(
 
 
 def subset_masks(subset: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Boolean (B,) masks: `strong`, `weak` (clip-labelled = strong or weak) and `unlabelled`."""
-    return {"strong": subset == STRONG, "weak": subset != UNLABELLED, "unlabelled": subset == UNLABELLED}
+    """Boolean (B,) masks of the three subsets: `strong`, `weak` and `unlabelled`.
+
+    `weak` selects the weak subset only: ATST-SED takes the clip-level BCE on the weak clips, not on the
+    strong clips' tags as well (spec atst_sed.md §6.2).
+    """
+    return {"strong": subset == STRONG, "weak": subset == WEAK, "unlabelled": subset == UNLABELLED}

@@ -33,6 +33,11 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def world_size() -> int:
+    """Number of processes of the default group (1 without DDP)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
 def is_main_process() -> bool:
     return rank() == 0
 

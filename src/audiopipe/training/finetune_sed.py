@@ -1,13 +1,14 @@
 """ATST-SED two-phase semi-supervised training (spec atst_sed.md §5-§8): one code path, `phase=1|2`.
 
 Reads `<clips_dir>/{train,weak,unlabelled,valid,test}.h5` (the splits named in `cfg.train_splits`, in the
-order of `cfg.batch_sizes`); writes the final checkpoint (best epoch by teacher PSDS1 + PSDS2 on valid),
+order of `cfg.batch_sizes`); writes the final checkpoint (best epoch on valid by `selection_criterion`: phase 1
+the lowest mean of the mean teacher's weak and strong BCE, phase 2 the highest teacher PSDS1 + PSDS2),
 `psd_roc.csv` / `psd_roc.png` (test PSD-ROC of student and mean teacher) next to it.
 
 Phase 1: build the fused model (`cfg.model`, encoder weights from `encoder_checkpoint`), encoder frozen,
 CRNN + heads trained. Phase 2: rebuild the phase-1 model from `init_checkpoint` (student and mean teacher),
 encoder unfrozen with layer-wise decayed LRs. Both: EMA mean teacher with the exponential consistency ramp-up,
-strong BCE on strong clips, weak BCE on strong + weak clips, mixup per subset group in the linear mel domain,
+strong BCE on strong clips, weak BCE on weak clips, mixup per subset group in the linear mel domain,
 frame shift, time/frequency masking of the student's SED mel, LR warm-up (then cosine to 10 % if
 `cfg.cos_down`). Stage-2 specifics are switches (spec §5.5, §6.2): `consistency: ict` (teacher on the clean
 input, targets mixed like the student's input), `mixup_encoder_input` (mix the encoder's power mel with the
@@ -40,11 +41,26 @@ from audiopipe.training.ema import EMA
 from audiopipe.training.loop import BestTracker, TaskResult, fit
 from audiopipe.training.sed_optim import lr_factor, param_groups
 from audiopipe.training.sed_step import SEDStep
-from audiopipe.training.sed_validation import eval_split, evaluate_split, median_windows
+from audiopipe.training.sed_validation import (
+    eval_split,
+    evaluate_split,
+    median_windows,
+    predict_scores,
+    validation_bce,
+)
 
 log = logging.getLogger(__name__)
 
 CONSISTENCY_TYPES = ("mean_teacher", "ict")
+
+
+def selection_criterion(phase: int) -> tuple[str, str]:
+    """(validation metric, "min" | "max") that picks the restored epoch; also logged as `valid/obj_metric`.
+
+    As ATST-SED's `val/obj_metric` (spec atst_sed.md §6.5): phase 1 keeps the lowest mean of the mean teacher's
+    weak and strong BCE, phase 2 the highest teacher PSDS1 + PSDS2.
+    """
+    return ("valid/teacher_bce_mean", "min") if phase == 1 else ("valid/teacher_psds_sum", "max")
 
 
 def _build(
@@ -142,7 +158,7 @@ def train_atst_sed(
     if phase == 1 and cfg.head_prior_init:
         init_head_bias(model, clips_dir / f"{cfg.train_splits[0]}.h5", n_frames, float(model.frame_rate_hz))
     device = resolve_device(cfg.device)
-    teacher = EMA(model, decay=cfg.ema_decay)
+    teacher = EMA(model, decay=cfg.ema_decay, copy_buffers=False)  # parameters only (spec §4.4, §6.3)
     if init_payload is not None and "mean_teacher" in init_payload:
         load_state_dict_strict(teacher.module, init_payload["mean_teacher"], source=f"{init_checkpoint} (mean_teacher)")
     model.to(device), teacher.to(device)
@@ -168,7 +184,8 @@ def train_atst_sed(
         decay = min(1.0 - 1.0 / (step + 1), cfg.ema_decay) if cfg.ema_warm_start else cfg.ema_decay
         teacher.update(model, decay=decay)
 
-    best = BestTracker("max")
+    selected, mode = selection_criterion(phase)
+    best = BestTracker(mode)
     best_states: dict[str, Any] = {}
     splits = {
         split: eval_split(clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, sample_rate=int(model.sample_rate))
@@ -180,15 +197,22 @@ def train_atst_sed(
         last = epoch + 1 == cfg.epochs
         if not last and (epoch + 1) % cfg.val_every:
             return {}
-        results = evaluate_split(
-            {"student": net, "teacher": teacher.module}, splits["valid"], cfg, windows, operating_points=False
-        )
+        models = {"student": net, "teacher": teacher.module}
+        strong, weak = predict_scores(models, splits["valid"], batch_size=cfg.eval_batch_size)
+        results = evaluate_split(models, splits["valid"], cfg, windows, operating_points=False, scores=strong)
         metrics = {f"valid/{name}_{k}": v for name, r in results.items() for k, v in r.metrics.items()}
+        losses = validation_bce(
+            strong["teacher"], weak["teacher"], splits["valid"], frame_rate_hz=float(model.frame_rate_hz)
+        )
+        metrics["valid/teacher_strong_bce"] = losses["strong_bce"]
+        metrics["valid/teacher_weak_bce"] = losses["weak_bce"]
+        metrics["valid/teacher_bce_mean"] = (losses["strong_bce"] + losses["weak_bce"]) / 2
+        metrics["valid/teacher_psds_sum"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
         valid_of_epoch[epoch] = dict(metrics)
-        metrics["valid/obj_metric"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
+        metrics["valid/obj_metric"] = value = metrics[selected]
         # ties (e.g. PSDS 0 early in a short run) go to the later, longer-trained epoch
-        if best.best is None or metrics["valid/obj_metric"] >= best.best:
-            best.best, best.best_epoch = metrics["valid/obj_metric"], epoch
+        if best.best is None or (value >= best.best if mode == "max" else value <= best.best):
+            best.best, best.best_epoch = value, epoch
             best_states.update(
                 student=copy.deepcopy(net.state_dict()), teacher=copy.deepcopy(teacher.module.state_dict())
             )

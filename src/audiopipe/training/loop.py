@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from audiopipe.training import distributed
 from audiopipe.training.checkpoint import load_checkpoint, save_checkpoint
-from audiopipe.training.samplers import EpochSampler
+from audiopipe.training.samplers import DistributedWeightedSampler, EpochSampler, WeightedEpochSampler
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,21 @@ def make_loader(
     drop_last: bool = False,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
-    """DataLoader whose batch order depends only on (seed, epoch); DistributedSampler under DDP."""
+    """DataLoader whose batch order depends only on (seed, epoch).
+
+    Under DDP each rank reads its share: a `WeightedEpochSampler` becomes a `DistributedWeightedSampler` (the
+    same weighted draw of the same length, split over the ranks); any other sampler is replaced by a
+    `DistributedSampler` over the dataset.
+    """
     if distributed.init_distributed():
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)  # type: ignore[arg-type]
+        ranks = {"rank": distributed.rank(), "world_size": distributed.world_size()}
+        if isinstance(sampler, WeightedEpochSampler):
+            sampler = DistributedWeightedSampler.from_sampler(sampler, **ranks)
+        else:
+            sampler = DistributedSampler(  # type: ignore[arg-type]
+                dataset, num_replicas=ranks["world_size"], rank=ranks["rank"], shuffle=shuffle, seed=seed,
+                drop_last=drop_last,
+            )
     elif sampler is None:
         sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
     return DataLoader(

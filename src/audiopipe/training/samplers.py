@@ -1,4 +1,8 @@
-"""Samplers whose order is a pure function of (seed, epoch), so a resumed run sees the same batches."""
+"""Samplers whose order is a pure function of (seed, epoch), so a resumed run sees the same batches.
+
+`DistributedWeightedSampler` splits `WeightedEpochSampler`'s draw over DDP ranks (`make_loader` uses it under
+DDP when given a `WeightedEpochSampler`).
+"""
 
 from __future__ import annotations
 
@@ -45,3 +49,52 @@ class WeightedEpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist())
+
+
+class DistributedWeightedSampler(Sampler[int]):
+    """One DDP rank's share of `WeightedEpochSampler`'s draw.
+
+    Every rank draws the same global weighted sequence from (seed, epoch) and takes the items
+    `rank, rank + world_size, ...`, so the ranks together see exactly the single-process draw and each rank
+    `ceil(num_samples / world_size)` items. When `num_samples` is not a multiple of `world_size`, the global
+    sequence is padded with its own first items (DistributedSampler's convention), so every rank takes the
+    same number of steps.
+
+    Example:
+        >>> shares = [list(DistributedWeightedSampler([1.0, 2.0, 3.0], 6, seed=0, rank=r, world_size=2))
+        ...           for r in (0, 1)]
+        >>> [i for pair in zip(*shares) for i in pair] == list(WeightedEpochSampler([1.0, 2.0, 3.0], 6, seed=0))
+        True
+    """
+
+    def __init__(
+        self, weights: Sequence[float], num_samples: int, seed: int, *, rank: int, world_size: int
+    ) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
+        self.base = WeightedEpochSampler(weights, num_samples, seed)
+        self.rank, self.world_size = rank, world_size
+
+    @classmethod
+    def from_sampler(cls, sampler: WeightedEpochSampler, *, rank: int, world_size: int) -> DistributedWeightedSampler:
+        """The share of `sampler`'s draw (same weights, length, seed and current epoch)."""
+        out = cls(sampler.weights.tolist(), sampler.num_samples, sampler.seed, rank=rank, world_size=world_size)
+        out.set_epoch(sampler.epoch)
+        return out
+
+    @property
+    def epoch(self) -> int:
+        return self.base.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.base.num_samples // self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(self.base)
+        total = len(self) * self.world_size
+        while indices and len(indices) < total:
+            indices += indices[: total - len(indices)]
+        return iter(indices[self.rank : total : self.world_size])

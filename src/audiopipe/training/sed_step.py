@@ -3,9 +3,9 @@ and the semi-supervised loss, as the `step_fn` that `audiopipe.training.loop.fit
 
 Student input: frame shift (waveform), mixup per subset group (linear SED magnitude mel; also the encoder's
 linear input when `cfg.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of the
-encoder input (`cfg.freq_warp_prob`). Loss: strong BCE on strong clips, weak BCE on strong + weak clips and the
-ramped-up consistency term (`mean_teacher` or `ict`). With `cfg.cache_features` the deterministic inputs come
-from `audiopipe.training.sed_feature_cache`.
+encoder input (`cfg.freq_warp_prob`, one coin per batch). Loss: strong BCE on strong clips, weak BCE on weak
+clips and the ramped-up consistency term (`mean_teacher` or `ict`). With `cfg.cache_features` the deterministic
+inputs come from `audiopipe.training.sed_feature_cache`.
 """
 
 from __future__ import annotations
@@ -37,17 +37,17 @@ def _frame_shift(
     return audio, strong, shifts
 
 
+def _warp_coin(prob: float, generator: torch.Generator) -> bool:
+    """Whether this batch's encoder inputs are frequency-warped: one coin per batch (spec §5.5, p = 0.5)."""
+    return prob > 0 and torch.rand(1, generator=generator).item() < prob
+
+
 def _warp_groups(
-    features: torch.Tensor, subset: torch.Tensor, encoder: AugmentableFrameEncoder, prob: float,
-    generator: torch.Generator,
+    features: torch.Tensor, subset: torch.Tensor, encoder: AugmentableFrameEncoder, generator: torch.Generator
 ) -> torch.Tensor:
-    """Frequency-warp the encoder input of each subset group with probability `prob` (one crop per group)."""
-    if prob <= 0:
-        return features
+    """Frequency-warp the encoder input of every subset group, one random crop per group."""
     out = features.clone()
     for kind in subset.unique().tolist():
-        if torch.rand(1, generator=generator).item() >= prob:
-            continue
         index = torch.nonzero(subset == kind).flatten().to(features.device)
         out[index] = freq_warp(
             features[index], freq_axis=encoder.freq_axis, time_axis=encoder.time_axis, generator=generator
@@ -68,8 +68,10 @@ class SEDStep:
 
     Student input: frame shift (waveform), mixup per subset group (linear SED magnitude mel; also the encoder's
     linear input when `cfg.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of
-    the encoder input (`cfg.freq_warp_prob`). Teacher input: the same mixed SED mel for `mean_teacher`
-    consistency (stage 1); the clean one for `ict` (stage 2), with its own frequency-warp draw.
+    the encoder input (`cfg.freq_warp_prob`: one coin per batch, one crop per group). Teacher input: the same
+    mixed SED mel for `mean_teacher` consistency (stage 1); the clean one for `ict` (stage 2), warped when the
+    batch's coin fired, with its own crops. The teacher runs in train mode, so its BatchNorm running statistics
+    are its own; pass an `EMA(..., copy_buffers=False)` so that the update does not overwrite them (spec §4.4).
     """
 
     def __init__(
@@ -98,17 +100,20 @@ class SEDStep:
                 return frames, self.teacher.module.encoder.frame_features(audio)
         linear = encoder.linear_input(audio)
         student_linear = mix_groups(linear, draws) if cfg.mixup_encoder_input else linear
-        student_in = _warp_groups(
-            encoder.input_from_linear(student_linear), subset, encoder, cfg.freq_warp_prob, self.generator
-        )
+        # one coin for the batch; when it fires, every group of the student and (stage 2) of the teacher input is
+        # warped, each with its own crop (spec §5.5)
+        warp = _warp_coin(cfg.freq_warp_prob, self.generator)
+        student_in = encoder.input_from_linear(student_linear)
+        if warp:
+            student_in = _warp_groups(student_in, subset, encoder, self.generator)
         frames = encoder.frames_from_input(student_in)
         if self.phase == 1:
             return frames, None
         teacher_linear = linear if cfg.consistency == "ict" else student_linear
         teacher_encoder = cast(AugmentableFrameEncoder, self.teacher.module.encoder)
-        teacher_in = _warp_groups(
-            encoder.input_from_linear(teacher_linear), subset, encoder, cfg.freq_warp_prob, self.generator
-        )
+        teacher_in = encoder.input_from_linear(teacher_linear)
+        if warp:
+            teacher_in = _warp_groups(teacher_in, subset, encoder, self.generator)
         with torch.no_grad():
             return frames, teacher_encoder.frames_from_input(teacher_in)
 
@@ -139,7 +144,8 @@ class SEDStep:
         s_strong, s_weak = raw.forward_features(student_mel, frames)
         ict = cfg.consistency == "ict" and bool(draws)
         with torch.no_grad():
-            teacher = self.teacher.module.train()  # teacher BN/dropout in train mode (spec §4.4)
+            # teacher BN/dropout in train mode: this forward updates the teacher's own BN statistics (spec §4.4)
+            teacher = self.teacher.module.train()
             teacher_mel = raw.mel_spec.normalize(sed_linear) if ict else mixed_mel
             t_frames = frames if t_frames is None else t_frames
             t_strong, t_weak = teacher.forward_features(teacher_mel, None if t_frames is None else t_frames.detach())

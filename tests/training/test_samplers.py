@@ -1,0 +1,84 @@
+"""Tests for audiopipe.training.samplers: (seed, epoch)-pure orders and the distributed weighted sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from audiopipe.training import loop
+from audiopipe.training.samplers import DistributedWeightedSampler, EpochSampler, WeightedEpochSampler
+
+WEIGHTS = [0.5, 3.0, 0.0, 1.0, 2.0, 0.25, 4.0]
+
+
+def test_epoch_sampler_depends_on_seed_and_epoch_only() -> None:
+    a, b = EpochSampler(20, shuffle=True, seed=1), EpochSampler(20, shuffle=True, seed=1)
+    assert list(a) == list(b) and sorted(a) == list(range(20))
+    b.set_epoch(1)
+    assert list(a) != list(b)
+
+
+def test_weighted_sampler_never_draws_zero_weight_items() -> None:
+    drawn = list(WeightedEpochSampler(WEIGHTS, 200, seed=0))
+    assert len(drawn) == 200 and 2 not in drawn
+
+
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_rank_shares_interleave_to_the_single_process_draw(epoch: int) -> None:
+    single = WeightedEpochSampler(WEIGHTS, 12, seed=7)
+    single.set_epoch(epoch)
+    shares = []
+    for rank in range(3):
+        sampler = DistributedWeightedSampler(WEIGHTS, 12, seed=7, rank=rank, world_size=3)
+        sampler.set_epoch(epoch)
+        shares.append(list(sampler))
+        assert len(sampler) == 4 == len(shares[-1])
+    merged = [shares[i % 3][i // 3] for i in range(12)]
+    assert merged == list(single)
+
+
+def test_uneven_draws_are_padded_so_every_rank_takes_the_same_number_of_steps() -> None:
+    single = list(WeightedEpochSampler(WEIGHTS, 10, seed=7))
+    shares = [list(DistributedWeightedSampler(WEIGHTS, 10, seed=7, rank=r, world_size=4)) for r in range(4)]
+    assert [len(s) for s in shares] == [3, 3, 3, 3]
+    merged = [shares[i % 4][i // 4] for i in range(12)]
+    assert merged == single + single[:2]  # DistributedSampler's convention: wrap around to the start
+
+
+def test_new_epoch_gives_a_new_draw_on_every_rank() -> None:
+    sampler = DistributedWeightedSampler(WEIGHTS, 30, seed=7, rank=1, world_size=2)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_rank_and_world_size_are_checked() -> None:
+    with pytest.raises(ValueError, match="rank"):
+        DistributedWeightedSampler(WEIGHTS, 10, seed=0, rank=2, world_size=2)
+
+
+class _Items(Dataset):
+    def __len__(self) -> int:
+        return len(WEIGHTS)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def test_make_loader_keeps_weighted_sampling_under_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP a WeightedEpochSampler becomes this rank's share of the same weighted draw (it used to be
+    replaced by a plain DistributedSampler, losing the weights and epoch_len)."""
+    monkeypatch.setattr(loop.distributed, "init_distributed", lambda: True)
+    monkeypatch.setattr(loop.distributed, "rank", lambda: 1)
+    monkeypatch.setattr(loop.distributed, "world_size", lambda: 2, raising=False)
+    weighted = WeightedEpochSampler(WEIGHTS, 16, seed=5)
+    weighted.set_epoch(2)
+    loader = loop.make_loader(_Items(), batch_size=4, shuffle=True, seed=5, sampler=weighted)
+    assert isinstance(loader.sampler, DistributedWeightedSampler)
+    assert (loader.sampler.rank, loader.sampler.world_size, len(loader.sampler)) == (1, 2, 8)
+    drawn = torch.cat(list(loader)).tolist()
+    assert drawn == list(weighted)[1::2]
+    loader.sampler.set_epoch(3)
+    weighted.set_epoch(3)
+    assert torch.cat(list(loader)).tolist() == list(weighted)[1::2]
