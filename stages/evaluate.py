@@ -1,8 +1,8 @@
 """DVC stage `evaluate`: every final model on the test split → metrics.json, PNG plots and report.html.
 
-Reads the packs under --clips, the final checkpoints of finetune_eat, distill_mobilenet(_nokd),
-atst_stage1 and atst_stage2 (missing ones are reported as missing), their training curves, and the
-`evaluate` section of params.yaml; writes into --out.
+Reads the packs under --clips (the test split, and train.h5 + weak.h5 for the tagging baselines), the final
+checkpoints of finetune_eat, distill_mobilenet(_nokd), atst_stage1 and atst_stage2 (missing ones are reported as
+missing), their training curves, and the `evaluate` section of params.yaml; writes into --out.
 """
 
 from __future__ import annotations

@@ -86,3 +86,18 @@ def test_timeline_draws_the_frame_probabilities_when_given(tmp_path: Path) -> No
     curve = plots.event_timeline(tmp_path / "curve.png", "c", 10.0, *events, scores={"Dog": [0.0] * 50 + [0.4] * 106},
                                  frame_rate_hz=15.625, threshold=0.5)
     assert plain.read_bytes() != curve.read_bytes()
+
+
+def test_baseline_rows_are_marked_and_a_collapsed_model_carries_a_warning() -> None:
+    page = render_html(ReportData(
+        tagging={"KD student": {"test/mAP": 0.2, "test/score_spread": 0.0}, "EAT teacher": {"test/mAP": 0.6}},
+        tagging_baselines={"baseline: class prior": {"test/mAP": 0.25}},
+        tagging_warnings={"KD student": "KD student looks collapsed"},
+    ))
+    rows = {name: page[page.index(f"<th>{name}"):].split("</tr>")[0]
+            for name in ("KD student", "EAT teacher", "baseline: class prior")}
+    assert "&#9888; collapsed" in rows["KD student"] and "collapsed" not in rows["EAT teacher"]
+    assert '<tr class="baseline"><th>baseline: class prior' in page and ">baseline</span>" in rows[
+        "baseline: class prior"]
+    assert "missing" not in rows["baseline: class prior"]  # no params/latency for a baseline: a dash, not "missing"
+    assert "A model row should beat both" in page and "KD student looks collapsed" in page

@@ -1,7 +1,9 @@
-"""Smoke test of the `evaluate` task on a tiny pack: tagging and SED checkpoints, a missing one, the report."""
+"""Smoke test of the `evaluate` task on a tiny pack: tagging and SED checkpoints, a missing one, the report,
+the tagging baselines and the collapse flag."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,7 +11,9 @@ import torch
 
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.synthetic import make_synthetic_pack
+from audiopipe.evaluation.baselines import PRIOR_ROW, PROBE_ROW
 from audiopipe.evaluation.run import evaluate_pipeline
+from audiopipe.evaluation.scoring import waveform_batch
 from audiopipe.models import build_model
 from audiopipe.training.checkpoint import save_checkpoint
 
@@ -41,13 +45,67 @@ def test_evaluate_writes_metrics_and_report_and_marks_missing_models(tmp_path: P
         taggers={"KD student": tagger, "EAT teacher": tmp_path / "absent.pt"},
         sed_checkpoints={"stage 2": sed}, stage_dirs={"distill": tmp_path / "nothing"},
     )
-    assert set(result.metrics["tagging"]) == {"KD student"}
+    assert set(result.metrics["tagging"]) == {"KD student", PRIOR_ROW, PROBE_ROW}
     assert "test/mAP" in result.metrics["tagging"]["KD student"]
     assert {"stage 2 student", "stage 2 mean teacher"} <= set(result.metrics["sed"])
     assert "EAT teacher" in result.metrics["missing"]
     report = (tmp_path / "eval" / "report.html").read_text()
     assert "missing: stage not run" in report and (tmp_path / "eval" / "sed_psd_roc.png").is_file()
     assert 'src="sed_psd_roc_mean_tpr.png"' in report and (tmp_path / "eval" / "sed_psd_roc_mean_tpr.png").is_file()
+
+
+def _eat_tagger(path: Path, reader: ClipReader, *, constant: bool) -> Path:
+    """A tiny EAT tagger. constant: the final layer's weights are zero, so only its bias (no input) counts.
+    Otherwise the final layer is refit so that its logits spread by ~2 over `reader`'s clips (a random encoder's
+    embeddings differ little between clips, so a random head would look collapsed too)."""
+    torch.manual_seed(0)
+    kwargs = {"size": "eat_demo", "n_classes": len(reader.class_names), "target_frames": 96, "drop_path_rate": 0.0,
+              "sample_rate": 16000}
+    model = build_model("eat_tagger", **kwargs).eval()
+    seen: dict[str, torch.Tensor] = {}
+    hook = model.head.register_forward_hook(lambda module, inputs, output: seen.update(x=inputs[0]))
+    with torch.no_grad():
+        model(waveform_batch(reader, list(range(len(reader))), 16000, CFG.duration_s))
+        weight = torch.zeros_like(model.head.weight) if constant else torch.randn_like(model.head.weight)
+        logits = (seen["x"] - seen["x"].mean(0)) @ weight.T  # (N, C) centred logits
+        weight *= 1.0 if constant else 2.0 / logits.std()
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(torch.linspace(-2.0, 1.0, weight.shape[0]) - seen["x"].mean(0) @ weight.T)
+    hook.remove()
+    return save_checkpoint(path, {"builder": "eat_tagger", "builder_kwargs": kwargs, "model": model.state_dict(),
+                                  "class_names": reader.class_names, "sample_rate": 16000, "config": {},
+                                  "metrics": {}})
+
+
+def test_a_constant_tagger_is_flagged_collapsed_and_the_baselines_are_reported(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    packs = make_synthetic_pack(tmp_path / "pack", n_per_split=4, sample_rate=16000)
+    test = ClipReader(packs["test"])
+    taggers = {"constant tagger": _eat_tagger(tmp_path / "constant.pt", test, constant=True),
+               "varying tagger": _eat_tagger(tmp_path / "varying.pt", test, constant=False)}
+    with caplog.at_level(logging.WARNING, logger="audiopipe.evaluation.run"):
+        result = evaluate_pipeline(CFG, clips_dir=tmp_path / "pack", out_dir=tmp_path / "eval", provenance={},
+                                   taggers=taggers, sed_checkpoints={}, stage_dirs={})
+    constant, varying = result.metrics["tagging"]["constant tagger"], result.metrics["tagging"]["varying tagger"]
+    assert constant["test/collapsed"] == 1.0 and constant["test/score_spread"] < 1e-6
+    assert varying["test/collapsed"] == 0.0 and varying["test/score_spread"] > 0.01
+    warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("constant tagger" in m for m in warned) and not any("varying tagger" in m for m in warned)
+    tagging = result.metrics["tagging"]
+    assert {"test/mAP", "test/roc_auc"} <= set(tagging[PRIOR_ROW]) & set(tagging[PROBE_ROW])
+    report = (tmp_path / "eval" / "report.html").read_text()
+    row = {name: report[report.index(f"<th>{name}"):].split("</tr>")[0] for name in (*taggers, PRIOR_ROW, PROBE_ROW)}
+    assert "collapsed" in row["constant tagger"] and "collapsed" not in row["varying tagger"]
+    assert all('class="baseline"' in report[:report.index(row[name])][-30:] for name in (PRIOR_ROW, PROBE_ROW))
+    assert all(">baseline</span>" in row[name] for name in (PRIOR_ROW, PROBE_ROW))
+
+
+def test_baselines_without_training_packs_are_reported_missing(tmp_path: Path) -> None:
+    make_synthetic_pack(tmp_path / "pack", n_per_split={"test": 3}, sample_rate=16000)
+    result = evaluate_pipeline(CFG, clips_dir=tmp_path / "pack", out_dir=tmp_path / "eval", provenance={},
+                               taggers={}, sed_checkpoints={}, stage_dirs={})
+    assert result.metrics["tagging"] == {} and "tagging baselines" in result.metrics["missing"]
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert "missing: stage not run" in report[report.index(f"<th>{PROBE_ROW}"):].split("</tr>")[0]
 
 
 def test_stage_curves_read_validation_csv_with_a_step_column(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

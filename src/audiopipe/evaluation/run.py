@@ -2,7 +2,9 @@
 
 Reads the tagging checkpoints (EAT teacher, KD student, no-KD student), the SED checkpoints (stage 1 and
 stage 2, student and mean teacher), the training curves each stage wrote (`train_curve.csv`,
-`valid_curve.csv`) and the test pack. A missing input is reported as missing (never as zeros).
+`valid_curve.csv`), the test pack and the training packs (`train.h5`, `weak.h5`: the tagging baselines are fit
+on them, see `baselines`). A missing input is reported as missing (never as zeros). Every tagger also gets a
+score-spread check (see `collapse`); a model whose outputs barely depend on the input is flagged and logged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.evaluation import plots
+from audiopipe.evaluation.baselines import PRIOR_ROW, PROBE_ROW, tagging_baselines
+from audiopipe.evaluation.collapse import collapse_warning, score_spread
 from audiopipe.evaluation.report import ReportData, write_report
 from audiopipe.evaluation.scoring import (
     check_classes,
@@ -32,6 +36,7 @@ from audiopipe.training.loop import TaskResult
 from audiopipe.training.sed_validation import median_windows, reference_events
 
 log = logging.getLogger(__name__)
+TRAIN_SPLITS = ("train", "weak")  # the packs the taggers learn from; the tagging baselines are fit on them
 
 
 def _slug(name: str) -> str:
@@ -48,7 +53,7 @@ def _tagging_section(cfg: Any, taggers: Mapping[str, Path], reader: ClipReader, 
             data.missing[name] = f"{path} not found (run its stage: dvc repro)"
             continue
         evaluation = evaluate_tagger(path, reader, cfg.duration_s, cfg.batch_size)
-        data.tagging[name] = results[name] = evaluation["metrics"]
+        data.tagging[name] = results[name] = _with_collapse_check(name, evaluation, data)
         per_class[name] = evaluation["per_class_ap"]
         targets, scores = evaluation["targets"].reshape(-1), evaluation["scores"].reshape(-1)
         if targets.any():
@@ -60,6 +65,32 @@ def _tagging_section(cfg: Any, taggers: Mapping[str, Path], reader: ClipReader, 
     if pr:
         plots.pr_curves(out_dir / "tagging_pr.png", pr)
         data.figures.append(("Precision-recall, all classes pooled (test)", "tagging_pr.png"))
+    return results
+
+
+def _with_collapse_check(name: str, evaluation: Mapping[str, Any], data: ReportData) -> dict[str, Any]:
+    """The tagger's metrics plus its score spread; a collapsed model is logged and gets a report warning."""
+    metrics = {**evaluation["metrics"], **score_spread(evaluation["scores"])}
+    warning = collapse_warning(name, metrics)
+    if warning is not None:
+        log.warning(warning)
+        data.tagging_warnings[name] = warning
+    return metrics
+
+
+def _baseline_section(cfg: Any, clips_dir: Path, reader: ClipReader, data: ReportData) -> dict[str, Any]:
+    """Class-prior and linear-probe rows, fit on the training packs found in `clips_dir`, scored on `reader`."""
+    packs = [clips_dir / f"{split}.h5" for split in TRAIN_SPLITS]
+    found = [ClipReader(path) for path in packs if path.is_file()]
+    absent = [str(path) for path in packs if not path.is_file()]
+    if not found:
+        data.tagging_baselines.update({PRIOR_ROW: None, PROBE_ROW: None})
+        data.missing["tagging baselines"] = f"no training pack ({', '.join(absent)}): run pack_hdf5"
+        return {}
+    if absent:
+        data.notes.append(f"tagging baselines fit without {', '.join(absent)} (not found)")
+    results = tagging_baselines(found, reader, cfg.duration_s, cfg.batch_size)
+    data.tagging_baselines.update(results)
     return results
 
 
@@ -146,12 +177,17 @@ def _sha256(path: Path) -> str:
 def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path], sed_checkpoints: Mapping[str, Path],
                       stage_dirs: Mapping[str, Path], out_dir: Path, provenance: Mapping[str, str],
                       params_yaml: str = "", tracker: Any = None) -> TaskResult:
-    """Evaluate every final model on `clips_dir/<cfg.split>.h5`; write plots, report.html, return metrics."""
+    """Evaluate every final model on `clips_dir/<cfg.split>.h5`; write plots, report.html, return metrics.
+
+    `metrics["tagging"]` holds one entry per tagger (with `test/score_spread`, `test/collapsed`) and the two
+    baseline rows `baselines.PRIOR_ROW` and `baselines.PROBE_ROW` (fit on `clips_dir/{train,weak}.h5`).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     reader = ClipReader(clips_dir / f"{cfg.split}.h5")
     data = ReportData(provenance={**provenance, "test pack content hash": reader.content_hash,
                                   "test clips": str(len(reader))}, params_yaml=params_yaml)
-    tagging = _tagging_section(cfg, taggers, reader, out_dir, data)
+    tagging = {**_tagging_section(cfg, taggers, reader, out_dir, data),
+               **_baseline_section(cfg, clips_dir, reader, data)}
     sed = _sed_section(cfg, sed_checkpoints, reader, out_dir, data) if reader.has_strong else {}
     if not reader.has_strong:
         data.notes.append(f"{cfg.split}.h5 has no strong labels: SED metrics skipped")

@@ -20,7 +20,7 @@ from audiopipe.training.checkpoint import load_state_dict_strict
 Event = tuple[float, float, str]
 
 
-def _waveforms(reader: ClipReader, indices: list[int], sample_rate: int, duration_s: float) -> torch.Tensor:
+def waveform_batch(reader: ClipReader, indices: list[int], sample_rate: int, duration_s: float) -> torch.Tensor:
     """(B, T) batch of clips cropped/padded to `duration_s` and resampled to the model's rate."""
     length = int(round(duration_s * sample_rate))
     at_pack_rate = int(round(duration_s * reader.sample_rate))
@@ -41,7 +41,7 @@ def tagging_scores(model: nn.Module, reader: ClipReader, duration_s: float, batc
     out = []
     for start in range(0, len(reader), batch_size):
         indices = list(range(start, min(start + batch_size, len(reader))))
-        out.append(torch.sigmoid(model(_waveforms(reader, indices, model.sample_rate, duration_s))).numpy())
+        out.append(torch.sigmoid(model(waveform_batch(reader, indices, model.sample_rate, duration_s))).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(reader.class_names)), dtype=np.float32)
 
 
@@ -91,7 +91,7 @@ def sed_frame_scores(model: nn.Module, reader: ClipReader, duration_s: float, ba
     scores: dict[str, np.ndarray] = {}
     for start in range(0, len(reader), batch_size):
         indices = list(range(start, min(start + batch_size, len(reader))))
-        strong, _ = model(_waveforms(reader, indices, model.sample_rate, duration_s))
+        strong, _ = model(waveform_batch(reader, indices, model.sample_rate, duration_s))
         for row, i in enumerate(indices):
             scores[reader.clip_ids[i]] = strong[row].float().numpy()
     return scores
