@@ -14,10 +14,12 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test lint repro browser help
+.PHONY: install run claims test lint repro browser help
 
 help:
 	@echo "make run    - install, build the offline demo data set and run the whole DVC pipeline"
+	@echo "make claims - install, then train the compared variants with 3 seeds (needs make run first);"
+	@echo "              table of test metrics, mean ± std, in data/claims/claims.md"
 	@echo "make test   - install and run the test suite"
 	@echo "make lint   - ruff + mypy"
 	@echo "make mlflow-ui / make prefect-ui - local UIs on 127.0.0.1"
@@ -50,5 +52,10 @@ repro: install
 
 run: repro
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m audiopipe.summary
+
+# Seeded comparisons (EAT pre-trained vs random init, KD vs no KD, ATST-SED stage 2 vs 1) on the DVC outputs;
+# resumable: finished runs under data/claims/ are skipped. Options: make claims CLAIMS_ARGS="--seeds 0 1 2 3".
+claims: install
+	$(BIN)/audiopipe claims $(CLAIMS_ARGS)
 
 -include mk/*.mk

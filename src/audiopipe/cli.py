@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "features": "Frame- and utterance-level EAT features of audio files, written as .npy",
     "export": "Export a trained student to ONNX",
     "sweep": "Optuna hyper-parameter sweep of a training stage (resumable, prunes bad trials)",
+    "claims": "Seeded comparisons (EAT init, KD, ATST-SED stage 2): mean ± std of test metrics over seeds",
     "report": "Rebuild the evaluation HTML report from data/evaluate",
 }
 

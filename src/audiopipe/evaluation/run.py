@@ -25,15 +25,15 @@ from audiopipe.evaluation.collapse import collapse_warning, score_spread
 from audiopipe.evaluation.report import ReportData, write_report
 from audiopipe.evaluation.scoring import (
     check_classes,
+    evaluate_sed_model,
     evaluate_tagger,
     load_sed_models,
-    sed_frame_scores,
 )
-from audiopipe.metrics.sed import evaluate_sed, plot_roc, scores_to_events, write_roc_csv
+from audiopipe.metrics.sed import plot_roc, scores_to_events, write_roc_csv
 from audiopipe.metrics.tagging import precision_recall_curve
 from audiopipe.training.curves import read_curve
 from audiopipe.training.loop import TaskResult
-from audiopipe.training.sed_validation import median_windows, reference_events
+from audiopipe.training.sed_validation import reference_events
 
 log = logging.getLogger(__name__)
 TRAIN_SPLITS = ("train", "weak")  # the packs the taggers learn from; the tagging baselines are fit on them
@@ -98,7 +98,6 @@ def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipRead
                  data: ReportData) -> dict[str, Any]:
     results: dict[str, Any] = {}
     reference = reference_events(reader)
-    durations = {clip: cfg.duration_s for clip in reader.clip_ids}
     rocs = {}
     diagnostic = {}  # PSDS2 ROCs without the class-spread penalty: visible learning when the official PSDS is 0
     available = [name for name, path in sed_checkpoints.items() if path.is_file()]
@@ -111,10 +110,7 @@ def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipRead
         check_classes(payload["class_names"], reader, str(path))
         for variant, model in models.items():
             label = f"{name} {variant.replace('_', ' ')}"
-            scores = sed_frame_scores(model, reader, cfg.duration_s, cfg.batch_size)
-            evaluation = evaluate_sed(scores, reference, durations, class_names=reader.class_names,
-                                      frame_rate_hz=model.frame_rate_hz, median_windows=_windows(cfg, payload, reader),
-                                      operating_points=False)
+            evaluation, scores = evaluate_sed_model(model, payload, reader, cfg, reference)
             data.sed[label] = results[label] = evaluation.metrics
             rocs[f"{label} psds1"] = evaluation.rocs["psds1"]
             rocs[f"{label} psds2"] = evaluation.rocs["psds2"]
@@ -129,12 +125,6 @@ def _sed_section(cfg: Any, sed_checkpoints: Mapping[str, Path], reader: ClipRead
         data.figures.append(("PSDS2 ROC without the class-spread penalty (diagnostic, not a DCASE number)",
                              "sed_psd_roc_mean_tpr.png"))
     return results
-
-
-def _windows(cfg: Any, payload: Mapping[str, Any], reader: ClipReader) -> list[int]:
-    """Per-class median filter lengths: the ones the SED stage tuned and saved, else `evaluate.median_windows`."""
-    saved = (payload.get("postprocessing") or {}).get("median_windows")
-    return median_windows(saved or cfg.median_windows, len(reader.class_names))
 
 
 def _timelines(cfg: Any, scores: Mapping[str, np.ndarray], reference: Mapping[str, list[Any]], reader: ClipReader,

@@ -1,8 +1,9 @@
-"""Run final models over a packed split: tagging scores, SED frame scores, complexity and CPU latency."""
+"""Run final models over a packed split: tagging scores, SED frame scores and metrics, complexity, CPU latency."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ from torch import nn
 
 from audiopipe.data.datasets import fit_length, read_clip
 from audiopipe.data.hdf5 import ClipReader
+from audiopipe.metrics.sed import SEDEvaluation, evaluate_sed
 from audiopipe.metrics.tagging import average_precision_per_class, tagging_metrics
 from audiopipe.models import build_model, load_model
 from audiopipe.models.complexity import count_macs, count_parameters
 from audiopipe.training.checkpoint import load_state_dict_strict
+from audiopipe.training.sed_validation import median_windows, reference_events
 
 Event = tuple[float, float, str]
 
@@ -95,3 +98,33 @@ def sed_frame_scores(model: nn.Module, reader: ClipReader, duration_s: float, ba
         for row, i in enumerate(indices):
             scores[reader.clip_ids[i]] = strong[row].float().numpy()
     return scores
+
+
+def sed_median_windows(cfg: Any, payload: Mapping[str, Any], reader: ClipReader) -> list[int]:
+    """Per-class median filter lengths: the ones the SED stage tuned and saved, else `evaluate.median_windows`."""
+    saved = (payload.get("postprocessing") or {}).get("median_windows")
+    return median_windows(saved or cfg.median_windows, len(reader.class_names))
+
+
+def evaluate_sed_model(model: nn.Module, payload: Mapping[str, Any], reader: ClipReader, cfg: Any,
+                       reference: Mapping[str, list[Event]]) -> tuple[SEDEvaluation, dict[str, np.ndarray]]:
+    """Test metrics (PSDS1/2 threshold-free, event and intersection F1, frame AUC) and frame scores of one SED model.
+
+    `cfg` is the `evaluate` section (duration_s, batch_size, median_windows); `payload` the checkpoint it came from.
+    """
+    scores = sed_frame_scores(model, reader, cfg.duration_s, cfg.batch_size)
+    durations = {clip: cfg.duration_s for clip in reader.clip_ids}
+    windows = sed_median_windows(cfg, payload, reader)
+    evaluation = evaluate_sed(scores, reference, durations, class_names=reader.class_names,
+                              frame_rate_hz=model.frame_rate_hz, median_windows=windows, operating_points=False)
+    return evaluation, scores
+
+
+def evaluate_sed_checkpoint(checkpoint: Path, reader: ClipReader, cfg: Any,
+                            variants: Sequence[str] = ("student", "mean_teacher")) -> dict[str, dict[str, float]]:
+    """variant ("student", "mean_teacher" when saved) -> test metrics of an ATST-SED checkpoint, as `evaluate`."""
+    models, payload = load_sed_models(checkpoint)
+    check_classes(payload["class_names"], reader, str(checkpoint))
+    reference = reference_events(reader)
+    return {variant: evaluate_sed_model(models[variant], payload, reader, cfg, reference)[0].metrics
+            for variant in variants if variant in models}
