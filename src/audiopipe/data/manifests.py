@@ -41,6 +41,19 @@ DEFAULT_CLASSES = (
     "Bird",
     "Music",
 )
+# The realmix demo set's classes (data/realmix_labels.tsv): only classes with enough distinct source recordings
+# in the Debian packages to be split by recording (README "Demo data").
+REALMIX_CLASSES = (
+    "Speech",
+    "Animal",
+    "Alarm_bell_ringing",
+    "Running_water",
+    "Breaking",
+    "Door",
+    "Footsteps",
+    "Vehicle",
+    "Music",
+)
 AUDIOSET_MIDS = {
     "Speech": "/m/09x0r",
     "Dog": "/m/0bt9lr",
@@ -52,6 +65,9 @@ AUDIOSET_MIDS = {
     "Footsteps": "/m/07pbtc8",
     "Bird": "/m/015p6",
     "Music": "/m/04rlf",
+    "Animal": "/m/0jbk",
+    "Breaking": "/m/07pc8lb",
+    "Vehicle": "/m/07yv9",
 }
 
 

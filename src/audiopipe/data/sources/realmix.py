@@ -30,7 +30,7 @@ import soundfile as sf
 from audiopipe.audio.io import save_audio
 from audiopipe.audio.resample import resample
 from audiopipe.data.download import DownloadError
-from audiopipe.data.manifests import DEFAULT_CLASSES, SPLITS, Clip, sha256_file, write_metadata
+from audiopipe.data.manifests import REALMIX_CLASSES, SPLITS, Clip, sha256_file, write_metadata
 from audiopipe.data.mixer import Foreground, choose_onsets, crop_or_loop, mix_soundscape, normalise_rms, segment_events
 from audiopipe.data.sources.containers import read_cat, read_deb, read_pk3, read_rcc
 
@@ -66,11 +66,19 @@ class Recording:
     audio: np.ndarray
 
 
+def _table_rows() -> list[list[str]]:
+    text = resources.files("audiopipe.data").joinpath("realmix_labels.tsv").read_text()
+    return [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")][1:]
+
+
 def load_label_table() -> list[tuple[str, str, str]]:
     """Rows `(source_pkg, inner_path, class)` of the committed table (comment lines skipped)."""
-    text = resources.files("audiopipe.data").joinpath("realmix_labels.tsv").read_text()
-    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
-    return [(r[0], r[1], r[2]) for r in rows[1:]]
+    return [(r[0], r[1], r[2]) for r in _table_rows()]
+
+
+def load_recording_groups() -> dict[tuple[str, str], str]:
+    """`(source_pkg, inner_path) -> group` for the rows whose 4th column names one original recording."""
+    return {(r[0], r[1]): r[3] for r in _table_rows() if len(r) > 3 and r[3]}
 
 
 def fetch_packages(cache_dir: Path) -> dict[str, Path]:
@@ -120,13 +128,16 @@ def _decode(data: bytes, sample_rate: int) -> np.ndarray:
     return resample(audio.mean(axis=1), int(rate), sample_rate)
 
 
-def _group(pkg: str, inner: str) -> str:
+def _group(pkg: str, inner: str, groups: dict[tuple[str, str], str]) -> str:
+    """Split unit of a recording: the table's group, a ktuberling language (one speaker), else the file."""
+    if (pkg, inner) in groups:
+        return groups[(pkg, inner)]
     return f"{pkg}:{inner.rsplit('/', 1)[0]}" if pkg == "ktuberling-data" else f"{pkg}:{inner}"
 
 
 def extract_recordings(debs: dict[str, Path], sample_rate: int) -> list[Recording]:
     """Decode every recording the label table names (a trailing `*` matches a folder)."""
-    table = load_label_table()
+    table, groups = load_label_table(), load_recording_groups()
     recordings = []
     for pkg in sorted(debs):
         rows = [(inner, label) for p, inner, label in table if p == pkg]
@@ -144,7 +155,7 @@ def extract_recordings(debs: dict[str, Path], sample_rate: int) -> list[Recordin
                 except (sf.LibsndfileError, RuntimeError, ValueError) as err:
                     log.warning("realmix: cannot decode %s %s (%s); skipped", pkg, name, err)
                     continue
-                recordings.append(Recording(f"{pkg}:{name}", label, _group(pkg, name), members[name][1], audio))
+                recordings.append(Recording(f"{pkg}:{name}", label, _group(pkg, name, groups), members[name][1], audio))
     speech = [r for r in recordings if r.label == "Speech"]
     if len(speech) > MAX_SPEECH_RECORDINGS:
         keep = {
@@ -156,7 +167,11 @@ def extract_recordings(debs: dict[str, Path], sample_rate: int) -> list[Recordin
 
 
 def assign_splits(recordings: list[Recording], seed: int) -> dict[str, str]:
-    """group -> train/valid/test: per class, groups shuffled by seed and dealt 70/15/15 (≥1 each when ≥3 groups)."""
+    """group -> train/valid/test: per class, groups shuffled by seed and dealt ~60/20/20.
+
+    valid and test get `round(0.2 n)` groups each, at least 1 when a class has ≥ 3 groups and at least 2 when it
+    has ≥ 8, so that no class is judged on a single held-out recording where it has enough of them.
+    """
     by_label: dict[str, list[str]] = defaultdict(list)
     for r in recordings:
         if r.group not in by_label[r.label]:
@@ -166,8 +181,9 @@ def assign_splits(recordings: list[Recording], seed: int) -> dict[str, str]:
         groups = sorted(g for g in by_label[label] if g not in out)
         np.random.default_rng([seed, len(label)] + list(label.encode())).shuffle(groups)
         n = len(groups)
-        n_valid = max(1, round(0.15 * n)) if n >= 3 else 0
-        n_test = max(1, round(0.15 * n)) if n >= 3 else (1 if n == 2 else 0)
+        floor = 2 if n >= 8 else 1
+        n_valid = max(floor, round(0.2 * n)) if n >= 3 else 0
+        n_test = max(floor, round(0.2 * n)) if n >= 3 else (1 if n == 2 else 0)
         for i, group in enumerate(groups):
             out[group] = "valid" if i < n_valid else "test" if i < n_valid + n_test else "train"
     return out
@@ -251,7 +267,7 @@ def build_realmix(
                 placed = [(f, on, float(rng.uniform(*snr_db))) for f, on in zip(fgs, onsets) if on is not None]
                 audio, events = mix_soundscape(bg, placed, sample_rate)
                 sources = [bg_rec.key] + [f.source_id for f, _, _ in placed]
-                labels = tuple(c for c in DEFAULT_CLASSES if any(e[2] == c for e in events))
+                labels = tuple(c for c in REALMIX_CLASSES if any(e[2] == c for e in events))
             if split == "unlabelled":
                 labels, events = (), []
             path = f"audio/{split}/{clip_id}.wav"
@@ -260,7 +276,7 @@ def build_realmix(
             meta = {"source": "; ".join(sources), "licence": "; ".join(licences), "sha256": sha256_file(folder / path)}
             duration = round(audio.shape[0] / sample_rate, 4)
             clips.append(Clip(clip_id, path, split, labels, tuple(events), duration_s=duration, **meta))
-    write_metadata(folder, clips, DEFAULT_CLASSES)
+    write_metadata(folder, clips, REALMIX_CLASSES)
     return clips
 
 
