@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -255,9 +256,7 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not finite:
         return None, None, 0
-    mean = sum(finite) / len(finite)
-    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
-    return mean, std, len(finite)
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else None, len(finite)
 
 
 def summarise(claims: Sequence[str], seeds: Sequence[int], records: Mapping[str, Mapping[str, Mapping[int, Any]]],
