@@ -170,8 +170,26 @@ def _safe_member(root: Path, name: str) -> Path:
     return dest
 
 
+_TAR_KINDS = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "FIFO"}
+
+
+def _check_tar_member(archive: Path, target: Path, member: tarfile.TarInfo) -> None:
+    """Refuse a member that escapes `target`, a link, or anything but a regular file or a directory."""
+    _safe_member(target, member.name)
+    if member.issym() or member.islnk():
+        raise DownloadError(f"{archive}: member {member.name!r} is a link; refusing to extract")
+    if not (member.isfile() or member.isdir()):
+        kind = _TAR_KINDS.get(member.type, f"special file (tar type {member.type!r})")
+        raise DownloadError(
+            f"{archive}: member {member.name!r} is a {kind}, not a regular file; refusing to extract "
+            "(check download.url points at the original archive)"
+        )
+
+
 def extract(archive: Path, target: Path) -> Path:
-    """Extract a zip or tar archive into `target`, refusing members that escape it (zip-slip) and links."""
+    """Extract a zip or tar archive into `target`, refusing members that escape it (zip-slip), links, devices and
+    FIFOs; tar members go through the standard library's `data` filter (setuid/setgid/sticky and group/other write
+    bits cleared, owners not restored)."""
     target.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
@@ -181,10 +199,11 @@ def extract(archive: Path, target: Path) -> Path:
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             for member in tf.getmembers():
-                _safe_member(target, member.name)
-                if member.issym() or member.islnk():
-                    raise DownloadError(f"{archive}: member {member.name!r} is a link; refusing to extract")
-            tf.extractall(target)
+                _check_tar_member(archive, target, member)
+            try:
+                tf.extractall(target, filter="data")
+            except tarfile.FilterError as exc:  # a second line of defence; the checks above should catch all
+                raise DownloadError(f"{archive}: {str(exc)[:300]}; refusing to extract") from exc
     else:
         raise DownloadError(f"{archive}: not a zip or tar archive")
     return target

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from audiopipe.data.download import DownloadError
 from audiopipe.data.manifests import Clip, sha256_file, write_metadata
@@ -67,16 +67,12 @@ def build_folder(folder: Path, *, url: str | None = None, sha256: str | None = N
     table = src / "labels.tsv"
     if not table.is_file():
         raise DownloadError(f"{table}: missing; write one row per clip: filename<TAB>split<TAB>label1,label2")
+    rows = _folder_rows(table)
     if folder.exists():
         shutil.rmtree(folder)
     clips: list[Clip] = []
     classes: set[str] = set()
-    for lineno, line in enumerate(table.read_text().splitlines()[1:], start=2):
-        cells = line.split("\t")
-        if len(cells) != 3:
-            raise DownloadError(f"{table}:{lineno}: expected filename<TAB>split<TAB>labels, got {line!r}")
-        name, split, labels = cells
-        tags = tuple(x for x in labels.split(",") if x)
+    for name, split, tags in rows:
         classes.update(tags)
         dst = folder / "audio" / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -86,3 +82,25 @@ def build_folder(folder: Path, *, url: str | None = None, sha256: str | None = N
         )
     write_metadata(folder, clips, sorted(classes))
     return clips
+
+
+def _folder_rows(table: Path) -> list[tuple[str, str, tuple[str, ...]]]:
+    """`(filename, split, tags)` per row of a user's labels.tsv, all checked before anything is copied.
+
+    A filename must be a relative path below the folder holding `table`: absolute paths, `..` components and
+    empty names are refused, so the conversion never reads or writes outside the two folders.
+    """
+    rows = []
+    for lineno, line in enumerate(table.read_text().splitlines()[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) != 3:
+            raise DownloadError(f"{table}:{lineno}: expected filename<TAB>split<TAB>labels, got {line[:200]!r}")
+        name, split, labels = cells
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts or parts[-1] == ".":
+            raise DownloadError(
+                f"{table}:{lineno}: filename {name[:200]!r} is not a path inside {table.parent}; "
+                "fix the row to name a file below that folder (no '..', no absolute path)"
+            )
+        rows.append((name, split, tuple(x for x in labels.split(",") if x)))
+    return rows
