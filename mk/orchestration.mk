@@ -4,7 +4,7 @@ MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 PREFECT_HOME_DIR ?= $(CURDIR)/.prefect
 
-.PHONY: mlflow-ui prefect-ui
+.PHONY: mlflow-ui prefect-ui plots
 
 mlflow-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the embedded sqlite store
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
@@ -13,3 +13,6 @@ mlflow-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the emb
 prefect-ui: install  ## Prefect server + UI on http://127.0.0.1:$(PREFECT_PORT) (sqlite database under .prefect/)
 	@echo "clients: export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api; then python flows/serve.py"
 	PREFECT_HOME=$(PREFECT_HOME_DIR) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+plots: install  ## the dvc.yaml plots as PNGs + dvc_plots/index.html, offline (PLOTS_REVS=main: compare with main)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/plots.py $(PLOTS_REVS) --out dvc_plots

@@ -2,7 +2,8 @@
 
 Reads the packs under --clips (the test split, and train.h5 + weak.h5 for the tagging baselines), the final
 checkpoints of finetune_eat, distill_mobilenet(_nokd), atst_stage1 and atst_stage2 (missing ones are reported as
-missing), their training curves, and the `evaluate` section of params.yaml; writes into --out.
+missing), their training curves, and the `evaluate` section of params.yaml; writes into --out: metrics.json (the
+short set `dvc metrics diff` compares), results.json (every number), timings.json (latency), plots, report.html.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from audiopipe.audio.io import write_text_atomic
 from audiopipe.config import EvaluateConfig, TrackingConfig, load_params
-from audiopipe.evaluation.run import evaluate_pipeline, manifest_hash, metrics_json
+from audiopipe.evaluation.run import evaluate_pipeline, manifest_hash, metrics_json, split_metrics
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.mlflow import git_commit
 
@@ -48,7 +49,10 @@ def main() -> None:
             stage_dirs={stage: args.data / stage for stage in CURVE_STAGES},
             params_yaml=args.params.read_text(),
         )
-    write_text_atomic(args.out / "metrics.json", metrics_json(result.metrics))
+    summary, timings = split_metrics(result.metrics)
+    write_text_atomic(args.out / "metrics.json", metrics_json(summary))  # the DVC metrics: a short set
+    write_text_atomic(args.out / "results.json", metrics_json(result.metrics))  # every number, per model
+    write_text_atomic(args.out / "timings.json", metrics_json(timings))  # CPU latency: not a DVC metric
     log.info("evaluate: report %s, missing inputs: %s", args.out / "report.html", result.metrics["missing"] or "none")
 
 

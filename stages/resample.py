@@ -1,7 +1,8 @@
 """DVC stage `resample`: every audio file under --src -> mono PCM16 wav at `resample.sample_rate` in --out.
 
 Reads the `resample` section of params.yaml; mirrors --src (same relative paths, metadata copied), writes
---out/rejects.tsv (files that could not be decoded, with the reason) and --out/metrics.json. Finished
+--out/rejects.tsv (files that could not be decoded, with the reason), --out/metrics.json (counts) and
+--out/timings.json (wall time, throughput: not a DVC metric, they change on every run). Finished
 files are skipped on a rerun; the stage fails only when rejects exceed `max_reject_fraction`.
 """
 
@@ -40,7 +41,9 @@ def main() -> None:
             max_reject_fraction=cfg.max_reject_fraction,
         )
         run.log_metrics(metrics, step=0)
+    timings = {k: metrics.pop(k) for k in [k for k in metrics if k.endswith("wall_s")]}
     write_json_atomic(args.out / "metrics.json", metrics)
+    write_json_atomic(args.out / "timings.json", timings)
     log.info("resample: %d files, %d rejects", metrics["resample/files"], metrics["resample/rejects"])
 
 

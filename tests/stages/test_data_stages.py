@@ -57,7 +57,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "metrics.json"
+        if p.is_file() and p.name not in ("metrics.json", "timings.json")  # timings: wall time, differs per run
     }
 
 

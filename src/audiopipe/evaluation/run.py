@@ -204,3 +204,31 @@ def manifest_hash(download_dir: Path) -> str:
 
 def metrics_json(metrics: Mapping[str, Any]) -> str:
     return json.dumps(metrics, indent=2, sort_keys=True, default=float)
+
+
+# The short, comparable set `dvc metrics show/diff` reads (data/evaluate/metrics.json); everything else goes to
+# results.json, and wall-clock measurements (which change on every run) to timings.json.
+SUMMARY_KEYS = {"tagging": ("test/mAP", "test/roc_auc", "test/d_prime"),
+                "sed": ("psds1", "psds2", "psds2_mean_tpr", "event_f1")}
+TIMING_SUFFIXES = ("latency_ms_10s", "wall_s")
+
+
+def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(summary, timings) of `evaluate_pipeline`'s metrics: `{section: {model_slug: {metric: value}}}`.
+
+    Keys carry no spaces (`tagging.kd_student.mAP`); the summary holds only `SUMMARY_KEYS`, the timings only
+    keys ending in `TIMING_SUFFIXES`.
+    """
+    summary: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    for section, keys in SUMMARY_KEYS.items():
+        for model, values in (metrics.get(section) or {}).items():
+            slug = _slug(model)
+            picked = {key.split("/")[-1]: values[key] for key in keys if key in values}
+            if picked:
+                summary.setdefault(section, {})[slug] = picked
+            timed = {key: value for key, value in values.items() if key.endswith(TIMING_SUFFIXES)}
+            if timed:
+                timings.setdefault(section, {})[slug] = timed
+    summary["missing"] = len(metrics.get("missing", []))
+    return summary, timings
