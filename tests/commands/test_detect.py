@@ -66,7 +66,7 @@ def test_long_stereo_file_gives_one_merged_event(tmp_path: Path, checkpoint: Pat
     assert lines[0] == "filename\tonset\toffset\tevent_label"
     assert len(lines) == 2  # overlapping windows merge into one Dog event
     name, onset, offset, label = lines[1].split("\t")
-    assert (name, label, float(onset)) == ("long.wav", "Dog", 0.0)
+    assert (name, label, float(onset)) == (str(wav.absolute()), "Dog", 0.0)  # full paths: no two test.wav clash
     assert float(offset) == pytest.approx(3.5, abs=0.07)
     assert "Dog" in capsys.readouterr().out
 
@@ -75,7 +75,7 @@ def test_student_weights_detect_nothing(tmp_path: Path, checkpoint: Path) -> Non
     wav = _wav(tmp_path / "short.wav", 0.6, 16000)
     tsv = tmp_path / "out.tsv"
     assert detect.run(_args([wav], checkpoint, tsv=tsv, weights="student")) == 0
-    assert tsv.read_text().splitlines() == ["filename\tonset\toffset\tevent_label"]
+    assert tsv.read_text().splitlines() == ["filename\tonset\toffset\tevent_label", f"{wav.absolute()}\t\t\t"]
 
 
 def test_undecodable_file_is_reported_and_others_processed(tmp_path: Path, checkpoint: Path, capsys) -> None:

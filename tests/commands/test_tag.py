@@ -46,7 +46,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _args(files_: list[Path], ckpts: list[Path], **kw: object) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     tag.add_arguments(parser)
-    argv = [str(f) for f in files_] + ["--checkpoint", *map(str, ckpts)]
+    argv = [str(f) for f in files_] + [a for c in ckpts for a in ("--checkpoint", str(c))]
     for key, value in kw.items():
         flag = "--" + key.replace("_", "-")
         argv += [flag] if value is True else [flag, str(value)]

@@ -10,9 +10,11 @@ the binary shipped inside the `imageio-ffmpeg` wheel, so no system package is ne
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -61,24 +63,48 @@ def ffmpeg_exe() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such audio file")
-    if path.stat().st_size == 0:
+def check_audio_path(path: str | Path) -> None:
+    """Raise a one-line error for paths that cannot be audio files: missing, directories, symlink loops,
+    devices and pipes (e.g. /dev/zero, which would never end), empty files."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise AudioDecodeError(path, "not audio", "symbolic link loop; point the link at a real file") from err
+        if err.errno == errno.ENOENT:
+            kind = "broken symbolic link" if path.is_symlink() else "no such audio file"
+            raise FileNotFoundError(f"{path}: {kind}; check the path") from err
+        raise AudioDecodeError(path, "not audio", err.strerror or str(err)) from err
+    if stat.S_ISDIR(info.st_mode):
+        raise AudioDecodeError(path, "not audio", "is a directory; pass the audio files inside it (e.g. DIR/*.wav)")
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioDecodeError(path, "not audio", "not a regular file (a device, pipe or socket); pass an audio file")
+    if info.st_size == 0:
         raise AudioDecodeError(path, "empty", "file has 0 bytes")
+
+
+def ffmpeg_input(path: str | Path) -> str:
+    """A local path as ffmpeg input: an absolute `file:` URL, so names such as `-`, `pipe:x.wav` or `concat:a|b`
+    are read as files, not as ffmpeg protocols."""
+    return "file:" + str(Path(path).absolute())
+
+
+_check_file = check_audio_path
 
 
 def _ffmpeg_decode(path: Path) -> tuple[np.ndarray, int]:
     """Decode any container with ffmpeg to interleaved float32 at the file's own rate and channels."""
     probe = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, text=True, check=False
-    )
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_input(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     info = _parse_ffmpeg_stream(probe.stderr)
     if info is None:
         reason = "not audio" if "Invalid data" in probe.stderr or "Audio:" not in probe.stderr else "corrupt"
         raise AudioDecodeError(path, reason, _last_line(probe.stderr))
     sample_rate, channels = info
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0"]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", ffmpeg_input(path), "-map", "0:a:0"]
     cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -111,11 +137,13 @@ def _last_line(text: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def load_audio(path: str | Path, *, mono: bool = False) -> tuple[np.ndarray, int]:
+def load_audio(path: str | Path, *, mono: bool = False, clip: bool = True) -> tuple[np.ndarray, int]:
     """Read an audio file as float32.
 
     Returns:
         `(waveform, sample_rate)`; waveform `(T,)` for mono sources or with `mono=True`, else `(T, channels)`.
+        Float files can hold samples beyond ±1: they are clipped unless `clip=False` (callers that report
+        such samples clip after looking).
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -124,14 +152,15 @@ def load_audio(path: str | Path, *, mono: bool = False) -> tuple[np.ndarray, int
     path = Path(path)
     _check_file(path)
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sample_rate = sf.read(str(path.absolute()), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         data, sample_rate = _ffmpeg_decode(path)
     if data.shape[0] == 0:
         raise AudioDecodeError(path, "zero duration", "0 samples")
     if not np.isfinite(data).all():
         raise AudioDecodeError(path, "non-finite samples", "NaN or inf in the decoded signal")
-    data = np.clip(data, -1.0, 1.0)
+    if clip:
+        data = np.clip(data, -1.0, 1.0)
     if mono or data.shape[1] == 1:
         data = data.mean(axis=1, dtype=np.float32)
     return np.ascontiguousarray(data, dtype=np.float32), int(sample_rate)
@@ -142,7 +171,7 @@ def audio_info(path: str | Path) -> AudioInfo:
     path = Path(path)
     _check_file(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(str(path.absolute()))
         return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         data, sample_rate = _ffmpeg_decode(path)

@@ -17,71 +17,65 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import nn
+from audiopipe.inference.errors import UserError
+from audiopipe.inference.options import device_choice, positive_int
 
-from audiopipe.audio.io import load_audio
-from audiopipe.models.eat.encoder import EATEncoder
-from audiopipe.models.eat.frontend import AUDIOSET_MEAN, AUDIOSET_STD, EATFrontEnd
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from audiopipe.models.eat.encoder import EATEncoder
 
 log = logging.getLogger(__name__)
 GRANULARITIES = ("all", "frame", "utterance")
+INTERMIXED = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (any format ffmpeg reads)")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="eat.pt / eat_tagger.pt from the pipeline, or an official EAT checkpoint")
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="FILE",
+                        help="eat.pt / eat_tagger.pt from the pipeline, or an official EAT checkpoint "
+                             "(fairseq .pt, Hugging Face .bin/.safetensors)")
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for the <stem>.npy files")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="all",
                         help="all: CLS + patches (1+N, D); frame: patches (N, D); utterance: CLS (D,)")
-    parser.add_argument("--target-frames", type=int, default=None,
-                        help="pad/crop the fbank to this many frames (multiple of 16; EAT uses 1024)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--target-frames", type=positive_int, default=None,
+                        help="pad/crop the fbank to this many frames (multiple of 16; EAT uses 1024; "
+                             "default: the clip's own length rounded up to 16)")
+    parser.add_argument("--device", type=device_choice, default="auto", help="auto | cpu | cuda | cuda:N")
 
 
 def load_encoder(path: Path) -> tuple[EATEncoder, float, float]:
-    """`(encoder in eval mode, fbank mean, fbank std)` from a pipeline or official EAT checkpoint."""
-    from audiopipe.models import load_model
-    from audiopipe.training.checkpoint import CheckpointError, load_checkpoint
+    """`(encoder in eval mode, fbank mean, fbank std)` from a pipeline or official EAT checkpoint; any other
+    kind of checkpoint is refused with one line naming it."""
+    from audiopipe.inference.checkpoints import WHAT, load_for_inference
+    from audiopipe.models.eat.encoder import EATEncoder
+    from audiopipe.models.eat.frontend import AUDIOSET_MEAN, AUDIOSET_STD, EATFrontEnd
 
-    try:
-        payload = load_checkpoint(path)
-    except CheckpointError:
-        payload = {}  # official fairseq files hold pickled configs: read them through the EAT loader
-    if "builder" in payload:
-        model, _ = load_model(path)
-        frontend = getattr(model, "frontend", None)
-        encoder = getattr(model, "encoder", model)
-        if not isinstance(encoder, EATEncoder):
-            raise ValueError(f"{path}: {type(model).__name__} has no EAT encoder")
-        if isinstance(frontend, EATFrontEnd):
-            return encoder.eval(), frontend.norm_mean, frontend.norm_std
-        return encoder.eval(), AUDIOSET_MEAN, AUDIOSET_STD
-    return _official_encoder(path), AUDIOSET_MEAN, AUDIOSET_STD
-
-
-def _official_encoder(path: Path) -> EATEncoder:
-    from audiopipe.models.eat.checkpoint import convert_state_dict, load_official, read_checkpoint
-
-    state = convert_state_dict(read_checkpoint(path), str(path))
-    embed_dim = int(state["encoder.patch_embed.proj.weight"].shape[0])
-    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"encoder\.blocks\.(\d+)\.", k)))
-    encoder = EATEncoder(embed_dim=embed_dim, depth=depth, num_heads=embed_dim // 64)  # 64-wide heads: base, large
-    load_official(encoder, path)
-    return encoder.eval()
+    loaded = load_for_inference(path)
+    model = loaded.model
+    encoder = model if isinstance(model, EATEncoder) else getattr(model, "encoder", None)
+    if not isinstance(encoder, EATEncoder):
+        raise UserError(f"--checkpoint {path}: {WHAT.get(loaded.kind, 'a model')} checkpoint ({loaded.builder}) "
+                        "without an EAT encoder; features needs data/pretrain_eat/eat.pt, "
+                        "data/finetune_eat/eat_tagger.pt or an official EAT file", exit_code=2)
+    frontend = getattr(model, "frontend", None)
+    if isinstance(frontend, EATFrontEnd):
+        return encoder.eval(), frontend.norm_mean, frontend.norm_std
+    return encoder.eval(), AUDIOSET_MEAN, AUDIOSET_STD
 
 
-@torch.no_grad()
 def extract(encoder: EATEncoder, frontend: nn.Module, waveform: np.ndarray, granularity: str) -> np.ndarray:
     """Features of one mono waveform `(T,)` as float32 (see the module docstring for the shapes)."""
+    import torch
+
     device = next(encoder.parameters()).device
-    spectrogram = frontend(torch.from_numpy(waveform).unsqueeze(0).to(device))  # (1, 1, T_f, 128)
-    tokens = encoder(spectrogram)[0].float().cpu().numpy()  # (1 + N, D)
+    with torch.no_grad():
+        spectrogram = frontend(torch.from_numpy(waveform).unsqueeze(0).to(device))  # (1, 1, T_f, 128)
+        tokens = encoder(spectrogram)[0].float().cpu().numpy()  # (1 + N, D)
     if granularity == "frame":
         return tokens[1:]
     if granularity == "utterance":
@@ -99,7 +93,12 @@ def _output_path(out_dir: Path, source: Path, used: set[Path]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiopipe.training.distributed import resolve_device
+    import numpy as np
+
+    from audiopipe.audio.io import load_audio
+    from audiopipe.inference.options import resolve_device
+    from audiopipe.inference.stream import LevelMeter
+    from audiopipe.models.eat.frontend import EATFrontEnd
 
     device = resolve_device(args.device)
     encoder, mean, std = load_encoder(args.checkpoint)
@@ -108,17 +107,21 @@ def run(args: argparse.Namespace) -> int:
     failed, used = 0, set[Path]()
     for path in args.files:
         try:
-            waveform, sample_rate = load_audio(path, mono=True)
+            waveform, sample_rate = load_audio(path, mono=True, clip=False)
+            meter = LevelMeter()
+            meter.update(waveform)
+            for warning in meter.warnings():
+                log.warning("%s: %s", path, warning.replace("scores below", "features"))
+            waveform = np.clip(waveform, -1.0, 1.0)
             frontend = EATFrontEnd(sample_rate, args.target_frames, mean, std)
             features = extract(encoder, frontend, waveform, args.granularity)
             target = _output_path(args.out_dir, path, used)
             np.save(target, features.astype(np.float32))
             log.info("%s -> %s %s", path, target, features.shape)
-        except Exception as err:  # one bad file must not stop the others
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
             failed += 1
-            message = " ".join(str(err).split())
-            log.error("cannot extract features from %s: %s", path, message if str(path) in message else
-                      f"{type(err).__name__}: {message}")
+            message = " ".join(str(err).split()) or type(err).__name__
+            log.error("cannot extract features: %s", message if str(path) in message else f"{path}: {message}")
     if failed:
         log.error("%d of %d files failed", failed, len(args.files))
     return 1 if failed else 0
