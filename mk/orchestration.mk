@@ -7,6 +7,9 @@ PREFECT_HOME_DIR ?= $(CURDIR)/.prefect
 .PHONY: mlflow-ui prefect-ui plots
 
 mlflow-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the embedded sqlite store
+	@echo "MLflow 3 opens experiments on its GenAI view; the training runs: pick 'Machine learning' in the toggle"
+	@echo "above the experiment (remembered by the browser) or open"
+	@echo "  http://127.0.0.1:$(MLFLOW_PORT)/#/experiments/<id>/runs?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 

@@ -16,6 +16,13 @@ This package is the only place in `src/` that reads environment variables.
 
 A failing tracking backend never kills a stage: errors are logged as warnings and the run continues
 untracked. Exceptions raised by the body of the `with` block propagate unchanged (the run is marked FAILED).
+An unreachable tracking server costs seconds, not minutes: unless set in the environment, MLflow's HTTP client
+gets `HTTP_DEFAULTS` (2 retries, 1-s backoff factor, 10-s timeout; MLflow's own defaults are 7 retries with 2-s
+exponential backoff and 120 s), the failure is logged once per process and later runs in the process skip the
+server at once. `AUDIOPIPE_MLFLOW_REQUIRED=1` makes an unreachable store an error instead (`TrackingUnavailable`).
+
+New experiments are tagged `mlflow.experimentKind=custom_model_development`, so MLflow 3's UI treats them as
+training experiments, not GenAI ones (`experiment_url` adds `workflowType=machine_learning` for the UI's toggle).
 """
 
 from __future__ import annotations
@@ -36,6 +43,31 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 STAGE_TAG = "dvc.stage"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+REQUIRED_ENV = "AUDIOPIPE_MLFLOW_REQUIRED"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: "Machine learning" (vs "genai_development")
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+_unreachable: dict[str, str] = {}  # tracking URI -> first error, so a dead server is tried (and reported) once
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store could not be reached and AUDIOPIPE_MLFLOW_REQUIRED is set."""
+
+
+def tracking_required() -> bool:
+    return os.environ.get(REQUIRED_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def bound_http_retries() -> None:
+    """Set MLflow's HTTP retry/timeout variables to `HTTP_DEFAULTS` where the user has not set them."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """Link that opens the experiment's training runs in MLflow 3's UI (not the GenAI overview)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -179,13 +211,19 @@ def _set_experiment(mlflow: Any, uri: str, experiment: str) -> None:
 
     (MLflow's default artifact root is `./mlruns` under whatever the working directory happens to be.)
     """
-    if mlflow.get_experiment_by_name(experiment) is None and uri.startswith("sqlite:///"):
-        artifacts = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is None:
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
         try:
-            mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+            mlflow.create_experiment(experiment, artifact_location=location,
+                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except Exception:  # noqa: BLE001 - created meanwhile by a concurrent process
             if mlflow.get_experiment_by_name(experiment) is None:
                 raise
+    elif EXPERIMENT_KIND_TAG not in (existing.tags or {}):  # created by an older audiopipe or by hand
+        mlflow.MlflowClient().set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment)
 
 
@@ -238,10 +276,20 @@ def stage_run(
     if not enabled:
         yield NullRun()
         return
+    uri = tracking_uri or default_tracking_uri()
+    if uri in _unreachable:  # reported once already; do not wait for the same dead server again
+        yield NullRun()
+        return
+    bound_http_retries()
     try:
-        tracked = _start(name, params, tracking_uri, experiment, parent_run_id)
+        tracked = _start(name, params, uri, experiment, parent_run_id)
     except Exception as exc:  # noqa: BLE001 - a stage must not die because MLflow is unavailable
-        log.warning("MLflow unavailable (%s: %s); stage %r runs untracked", type(exc).__name__, exc, name)
+        if tracking_required():
+            raise TrackingUnavailable(f"MLflow store {uri} unreachable ({type(exc).__name__}: {exc}); "
+                                      f"unset {REQUIRED_ENV} to run untracked") from exc
+        _unreachable[uri] = f"{type(exc).__name__}: {exc}"
+        log.warning("MLflow unavailable at %s (%s: %s); %r and later runs in this process are untracked "
+                    "(set %s=1 to stop instead)", uri, type(exc).__name__, str(exc)[:300], name, REQUIRED_ENV)
         yield NullRun()
         return
     status = "FINISHED"
