@@ -13,16 +13,18 @@ truth `{clip_id: [(onset_s, offset_s, label), ...]}` and durations `{clip_id: se
   the per-class TPRs, which alone can zero PSDS for an early, uneven model), and `frame_auc`, the macro
   ROC AUC of the (unfiltered) frame scores against frame targets on the same grid.
 
-Only classes with at least one ground-truth event are scored (sed_scores_eval requires it and a class
+Every clip is scored, clips without events too (their false positives and duration count in the eFPR);
+only classes with at least one ground-truth event are scored (sed_scores_eval requires it and a class
 without events has no TPR); same-class ground-truth events that touch or overlap are merged first
 (both libraries reject or mis-count them, DESED issue #55).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +85,6 @@ def scores_dataframe(scores: np.ndarray, *, frame_rate_hz: float, class_names: S
     """sed_scores_eval score DataFrame (onset, offset, one column per class) from (C, T) scores."""
     from sed_scores_eval.base_modules.scores import create_score_dataframe
 
-    _writable_cython_inputs()  # the frames are meant for sed_scores_eval
     timestamps = frame_boundaries(scores.shape[1], frame_rate_hz, duration_s)
     keep = timestamps[1:] > timestamps[:-1]  # frames that start at or past the clip end carry no time
     keep_ts = np.concatenate([timestamps[:1], timestamps[1:][keep]])
@@ -123,20 +124,33 @@ def merge_connected(ground_truth: GroundTruth) -> dict[str, list[tuple[float, fl
 # ----------------------------------------------------------------------------- PSDS
 
 
-def _writable_cython_inputs() -> None:
-    """pandas >= 3 (copy-on-write) hands out read-only arrays, which sed_scores_eval 0.0.4's Cython kernel
-    `onset_offset_curves` rejects ("buffer source array is read-only"); give it writable copies."""
+@contextlib.contextmanager
+def sed_scores_eval_compat() -> Iterator[None]:
+    """Scope in which sed_scores_eval 0.0.4 and psds_eval 0.5.3 run on pandas >= 3 without patching them for good.
+
+    pandas >= 3 (copy-on-write) hands out read-only arrays, which sed_scores_eval's Cython kernel
+    `onset_offset_curves` rejects ("buffer source array is read-only"): inside the scope the module attribute
+    `sed_scores_eval.base_modules.statistics.onset_offset_curves` gives it writable copies, and the original
+    function is put back on exit (also on errors; nested scopes restore in order). The pandas deprecation
+    warnings that psds_eval's `inplace=` calls raise (up to ~100 per PSDS) and its "similar operating point
+    exists" notice (adjacent thresholds often decode to the same events) are silenced inside the scope only.
+    """
     from sed_scores_eval.base_modules import statistics
 
-    kernel = statistics.onset_offset_curves
-    if getattr(kernel, "_audiopipe_writable", False):
-        return
+    original = statistics.onset_offset_curves
 
     def writable(scores: np.ndarray, timestamps: np.ndarray, *args: object) -> object:
-        return kernel(np.array(scores, dtype=np.float64), np.array(timestamps, dtype=np.float64), *args)
+        return original(np.array(scores, dtype=np.float64), np.array(timestamps, dtype=np.float64), *args)
 
-    writable._audiopipe_writable = True  # type: ignore[attr-defined]
     statistics.onset_offset_curves = writable
+    try:
+        with warnings.catch_warnings():
+            for category in (DeprecationWarning, FutureWarning):
+                warnings.filterwarnings("ignore", category=category, module=r"(psds_eval|sed_scores_eval)(\.|$)")
+            warnings.filterwarnings("ignore", "A similar operating point exists", UserWarning, r"psds_eval(\.|$)")
+            yield
+    finally:
+        statistics.onset_offset_curves = original
 
 
 def psds_threshold_free(
@@ -148,19 +162,19 @@ def psds_threshold_free(
     """PSDS over all thresholds with sed_scores_eval (exact, Ebbers et al., ICASSP 2022)."""
     from sed_scores_eval.intersection_based import psds
 
-    _writable_cython_inputs()
-    value, _, (tpr, efpr), _ = psds(
-        dict(scores),
-        dict(ground_truth),
-        dict(durations),
-        dtc_threshold=scenario.dtc,
-        gtc_threshold=scenario.gtc,
-        cttc_threshold=scenario.cttc if scenario.alpha_ct > 0 else None,
-        alpha_ct=scenario.alpha_ct,
-        alpha_st=scenario.alpha_st,
-        unit_of_time="hour",
-        max_efpr=scenario.max_efpr,
-    )
+    with sed_scores_eval_compat():
+        value, _, (tpr, efpr), _ = psds(
+            dict(scores),
+            dict(ground_truth),
+            dict(durations),
+            dtc_threshold=scenario.dtc,
+            gtc_threshold=scenario.gtc,
+            cttc_threshold=scenario.cttc if scenario.alpha_ct > 0 else None,
+            alpha_ct=scenario.alpha_ct,
+            alpha_st=scenario.alpha_st,
+            unit_of_time="hour",
+            max_efpr=scenario.max_efpr,
+        )
     return PSDSResult(float(value), np.asarray(efpr, dtype=float), np.asarray(tpr, dtype=float))
 
 
@@ -213,10 +227,12 @@ def psds_operating_points(
     scenario: PSDSScenario,
 ) -> PSDSResult:
     """PSDS with psds_eval from event tables decoded at fixed thresholds ({threshold: events_dataframe})."""
-    evaluator = _psds_eval(scenario, ground_truth, durations)
-    for i, (threshold, table) in enumerate(sorted(detections.items())):
-        evaluator.add_operating_point(table.reset_index(drop=True), info={"name": f"op{i:02d}", "threshold": threshold})
-    result = evaluator.psds(alpha_ct=scenario.alpha_ct, alpha_st=scenario.alpha_st, max_efpr=scenario.max_efpr)
+    with sed_scores_eval_compat():
+        evaluator = _psds_eval(scenario, ground_truth, durations)
+        for i, (threshold, table) in enumerate(sorted(detections.items())):
+            info = {"name": f"op{i:02d}", "threshold": threshold}
+            evaluator.add_operating_point(table.reset_index(drop=True), info=info)
+        result = evaluator.psds(alpha_ct=scenario.alpha_ct, alpha_st=scenario.alpha_st, max_efpr=scenario.max_efpr)
     return PSDSResult(
         float(result.value), np.asarray(result.plt.xp, dtype=float), np.asarray(result.plt.yp, dtype=float)
     )
@@ -227,10 +243,10 @@ def psds_operating_points(
 
 def intersection_f1(detections: pd.DataFrame, ground_truth: GroundTruth, durations: Mapping[str, float]) -> float:
     """Macro intersection-based F1 (psds_eval, dtc = gtc = 0.5, cttc = 0.3)."""
-    evaluator = _psds_eval(PSDSScenario(0.5, 0.5, 0.3, 0.0, 0.0, 100.0), ground_truth, durations)
-    with warnings.catch_warnings():  # classes without detections: psds_eval divides 0 / 0 (NaN -> F1 0 here)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        macro_f, _ = evaluator.compute_macro_f_score(detections.reset_index(drop=True))
+    with sed_scores_eval_compat(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # classes without detections: psds_eval divides 0 / 0
+        evaluator = _psds_eval(PSDSScenario(0.5, 0.5, 0.3, 0.0, 0.0, 100.0), ground_truth, durations)
+        macro_f, _ = evaluator.compute_macro_f_score(detections.reset_index(drop=True))  # NaN -> F1 0 below
     return float(0.0 if np.isnan(macro_f) else macro_f)
 
 
@@ -313,23 +329,22 @@ def evaluate_sed(
         raise ValueError("no ground-truth events: PSDS is undefined")
     index = [list(class_names).index(c) for c in scored]
     filtered = {clip: median_filter_scores(s, median_windows)[index] for clip, s in scores.items()}
-    # PSDS is computed on clips with at least one event, as ATST-SED does on its sed_scores_eval path
-    evented = [clip for clip in filtered if gt[clip]]
+    # every clip counts, those without events too: their false positives and their duration enter the eFPR
+    # (as in psds_eval and sed_scores_eval on the whole set, and in the operating-point path below)
     frames = {
         clip: scores_dataframe(
             filtered[clip], frame_rate_hz=frame_rate_hz, class_names=scored, duration_s=durations[clip]
         )
-        for clip in evented
+        for clip in filtered
     }
-    gt_ev = {clip: gt[clip] for clip in evented}
-    dur_ev = {clip: float(durations[clip]) for clip in evented}
+    all_dur = {clip: float(durations[clip]) for clip in filtered}
     metrics: dict[str, float] = {}
     rocs: dict[str, PSDSResult] = {}
     for name, scenario in (("psds1", PSDS1), ("psds2", PSDS2)):
-        rocs[name] = psds_threshold_free(frames, gt_ev, dur_ev, scenario)
+        rocs[name] = psds_threshold_free(frames, gt, all_dur, scenario)
         metrics[name] = rocs[name].value
     no_spread = PSDSScenario(PSDS2.dtc, PSDS2.gtc, PSDS2.cttc, PSDS2.alpha_ct, 0.0, PSDS2.max_efpr)
-    rocs["psds2_mean_tpr"] = psds_threshold_free(frames, gt_ev, dur_ev, no_spread)
+    rocs["psds2_mean_tpr"] = psds_threshold_free(frames, gt, all_dur, no_spread)
     metrics["psds2_mean_tpr"] = rocs["psds2_mean_tpr"].value
     metrics["frame_auc"] = frame_auc(
         {clip: scores[clip][index] for clip in scores}, gt, class_names=scored, frame_rate_hz=frame_rate_hz
@@ -344,7 +359,6 @@ def evaluate_sed(
         }
 
     at_half = decode(0.5)
-    all_dur = {clip: float(durations[clip]) for clip in filtered}
     metrics["event_f1"] = event_f1(at_half, gt)
     metrics["intersection_f1"] = intersection_f1(events_dataframe(at_half), gt, all_dur)
     if operating_points:
