@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_encoder(path: Path) -> tuple[EATEncoder, float, float]:
     """`(encoder in eval mode, fbank mean, fbank std)` from a pipeline or official EAT checkpoint; any other
     kind of checkpoint is refused with one line naming it."""
-    from audiopipe.inference.checkpoints import WHAT, load_for_inference
+    from audiopipe.inference.checkpoints import USE, WHAT, load_for_inference
     from audiopipe.models.eat.encoder import EATEncoder
     from audiopipe.models.eat.frontend import AUDIOSET_MEAN, AUDIOSET_STD, EATFrontEnd
 
@@ -61,7 +61,8 @@ def load_encoder(path: Path) -> tuple[EATEncoder, float, float]:
     if not isinstance(encoder, EATEncoder):
         raise UserError(f"--checkpoint {path}: {WHAT.get(loaded.kind, 'a model')} checkpoint ({loaded.builder}) "
                         "without an EAT encoder; features needs data/pretrain_eat/eat.pt, "
-                        "data/finetune_eat/eat_tagger.pt or an official EAT file", exit_code=2)
+                        "data/finetune_eat/eat_tagger.pt or an official EAT file"
+                        + (f" (use `{USE[loaded.kind]}` with this one)" if loaded.kind in USE else ""), exit_code=2)
     frontend = getattr(model, "frontend", None)
     if isinstance(frontend, EATFrontEnd):
         return encoder.eval(), frontend.norm_mean, frontend.norm_std
