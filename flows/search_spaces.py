@@ -11,22 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from audiopipe.sweep import suggest
+from audiopipe.sweep import TARGETS, check_tunable, suggest
 
-_COMMON = {"batch_size", "epochs", "lr", "weight_decay", "seed"}
-TUNABLE: dict[str, set[str]] = {
-    "finetune_eat": _COMMON | {"layer_decay", "mixup_alpha", "drop_path"},
-    "distill_mobilenet": _COMMON | {"kd_lambda", "temperature", "mixup_alpha"},
-    "distill_mobilenet_nokd": _COMMON | {"mixup_alpha"},
-    "atst_stage1": {"epochs", "lr_cnn", "lr_rnn", "weak_loss_weight", "const_max", "mixup_prob", "seed"},
-    "atst_stage2": {"epochs", "lr_cnn", "lr_rnn", "lr_encoder", "weak_loss_weight", "const_max", "seed"},
-}
+# The tunable keys live on the sweep targets (`audiopipe.sweep.TARGETS[stage].tunable`), the one list that
+# `audiopipe sweep` and this flow both check.
+TUNABLE: dict[str, frozenset[str]] = {stage: target.tunable for stage, target in TARGETS.items()
+                                      if target.tunable is not None}
 
 
 def _checked(stage: str, trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
-    extra = sorted(set(space) - TUNABLE[stage])
-    if extra:
-        raise ValueError(f"sweep.stages.{stage}.space: {extra} not tunable here; allowed: {sorted(TUNABLE[stage])}")
+    check_tunable(stage, space)
     return suggest(trial, space)
 
 

@@ -12,6 +12,7 @@ write best_params.yaml from the whole study. The objective is `audiopipe.sweep`:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def check_space(stage: str, root: Path) -> SweepConfig:
         raise ValueError(f"no search space for '{stage}': declared {sorted(sweep_cfg.stages)}, "
                          f"sweepable {sorted(SUGGEST)}")
     space = sweep_cfg.stages[stage].space
-    low = {k: v["choices"][0] if "choices" in v else v["low"] for k, v in space.items()}
+    def first(spec: dict) -> object:  # list choices are drawn as their JSON text (audiopipe.sweep.suggest)
+        value = spec["choices"][0] if "choices" in spec else spec["low"]
+        return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+    low = {k: first(v) for k, v in space.items()}
     overrides = SUGGEST[stage](optuna.trial.FixedTrial(low), space)
     config_cls, _ = TARGETS[stage].resolve()
     apply_overrides(load_params(stage, config_cls, root / "params.yaml"), overrides)
@@ -49,7 +54,7 @@ def check_space(stage: str, root: Path) -> SweepConfig:
 def sweep_worker(stage: str, n_trials: int, storage: str, study: str, repo: str, parent_run_id: str | None,
                  index: int) -> None:
     args = [sys.executable, "-m", "audiopipe.cli", "sweep", stage, "--n-trials", str(n_trials),
-            "--storage", storage, "--study", study]
+            "--storage", storage, "--study", study, "--worker", str(index)]
     run_command(args, cwd=Path(repo), parent_run_id=parent_run_id, name=f"{stage}/worker-{index}")
 
 
@@ -69,7 +74,7 @@ def sweep(stage: str, n_trials: int, workers: int = 1, storage: str | None = Non
     with stage_run(f"sweep-flow-{stage}", params={"n_trials": n_trials, "workers": workers, "study": study},
                    enabled=tracking.enabled, experiment=tracking.experiment,
                    tracking_uri=tracking_uri_for(root)) as parent:
-        init_study(storage, study, sweep_cfg.stages[stage].direction)
+        init_study(storage, study, sweep_cfg.stages[stage].direction, sweep_cfg.stages[stage].metric)
         shares = [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
         futures = [sweep_worker.submit(stage, share, storage, study, str(root), parent.run_id, i)
                    for i, share in enumerate(shares) if share]

@@ -3,8 +3,11 @@
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 PREFECT_HOME_DIR ?= $(CURDIR)/.prefect
+OPTUNA_PORT ?= 8080
+STAGE ?= distill_mobilenet
+OPTUNA_STORAGE ?= sqlite:///$(CURDIR)/data/sweeps/$(STAGE)/study.db
 
-.PHONY: mlflow-ui prefect-ui plots
+.PHONY: mlflow-ui prefect-ui plots optuna-ui
 
 mlflow-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the embedded sqlite store
 	@echo "MLflow 3 opens experiments on its GenAI view; the training runs: pick 'Machine learning' in the toggle"
@@ -19,3 +22,6 @@ prefect-ui: install  ## Prefect server + UI on http://127.0.0.1:$(PREFECT_PORT) 
 
 plots: install  ## the dvc.yaml plots as PNGs + dvc_plots/index.html, offline (PLOTS_REVS=main: compare with main)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python flows/plots.py $(PLOTS_REVS) --out dvc_plots
+
+optuna-ui: install  ## optuna-dashboard on http://127.0.0.1:$(OPTUNA_PORT) for the sweep of STAGE (or OPTUNA_STORAGE=...)
+	$(BIN)/optuna-dashboard "$(OPTUNA_STORAGE)" --host 127.0.0.1 --port $(OPTUNA_PORT)

@@ -153,14 +153,50 @@ def test_two_worker_processes_share_one_storage(tmp_path: Path) -> None:
     init_study(storage, "toy", "maximize")  # create the database once, before the workers race for it
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    workers = [subprocess.Popen([sys.executable, str(script), str(tmp_path), "3", str(seed)],
-                                stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    # Both processes get the same study seed, as two `audiopipe sweep` commands on one params.yaml do.
+    workers = [subprocess.Popen([sys.executable, str(script), str(tmp_path), "3", "0"],
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [w.communicate(timeout=120)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors
     trials = optuna.load_study(study_name="toy", storage=storage).trials
     assert sorted(t.number for t in trials) == list(range(6))  # none lost, none duplicated
     assert all(t.state.name == "COMPLETE" for t in trials)
+    lrs = [t.params["lr"] for t in trials]
+    assert len(set(lrs)) == len(lrs), f"processes replayed each other's draws: {lrs}"
     assert (tmp_path / "best_params.yaml").is_file()
+
+
+def test_worker_seeds_differ_by_worker_and_progress_and_repeat_for_equal_inputs() -> None:
+    from audiopipe.sweep import worker_seed
+
+    assert worker_seed(0, 0, 0) == worker_seed(0, 0, 0)
+    assert len({worker_seed(0, 0, 0), worker_seed(0, 1, 0), worker_seed(0, 0, 3), worker_seed(1, 0, 0)}) == 4
+
+
+def test_resumed_study_does_not_replay_its_first_trials(tmp_path: Path, fake_task: FakeTask) -> None:
+    cfg = dataclasses.replace(sweep_cfg(), pruner="none")
+    for n in (3, 2):  # two sequential runs with the same seed (the issue's `audiopipe sweep` then the flow)
+        run_sweep("fake", BASE, cfg, n_trials=n, out_dir=tmp_path, tracking_enabled=False, worker=0)
+    study = optuna.load_study(study_name="fake", storage=f"sqlite:///{tmp_path.resolve()}/study.db")
+    lrs = [t.params["lr"] for t in study.trials]
+    assert len(lrs) == 5 and len(set(lrs)) == 5, lrs
+    assert study.metric_names == ["valid/mAP"]  # named objective (not "Objective 0" in optuna-dashboard)
+
+
+def test_demo_pruner_settings_prune_a_bad_trial(tmp_path: Path) -> None:
+    """params.yaml's `sweep` pruner settings, through run_sweep: a trial far below the median is pruned."""
+    from audiopipe.config import load_params
+
+    demo = load_params("sweep", SweepConfig, Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = dataclasses.replace(sweep_cfg(), pruner=demo.pruner, n_startup_trials=demo.n_startup_trials,
+                              n_warmup_steps=demo.n_warmup_steps)
+    task = FakeTask([0.6, 0.7, 0.1, 0.65, 0.05])
+    register_target("fake", SweepTarget(config=FakeCfg, task=task, inputs={"data": "packs"},
+                                        outputs={"checkpoint": "model.pt"}))
+    summary = run_sweep("fake", dataclasses.replace(BASE, epochs=4), cfg, n_trials=5, out_dir=tmp_path,
+                        tracking_enabled=False)
+    assert summary.n_pruned >= 1, f"pruner {demo.pruner} ({demo.n_startup_trials}, {demo.n_warmup_steps}) pruned none"
+    assert min(task.epochs_run) < 4  # a pruned trial stopped before its epoch budget
 
 
 def test_trials_are_nested_mlflow_runs(tmp_path: Path, fake_task: FakeTask, monkeypatch) -> None:  # noqa: ANN001

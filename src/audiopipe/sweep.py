@@ -14,10 +14,13 @@ together with the `dvc exp run -S ...` command that applies it (a sweep never ed
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import logging
 import math
+import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,8 @@ class SweepTarget:
     `config` and `task` are objects or "module:attribute" strings (imported on first use, so listing a
     stage here costs nothing until it is swept). `inputs` maps task keyword -> path relative to the repo
     root (as in dvc.yaml); `outputs` maps task keyword -> path inside the trial's own folder; `fixed` holds
-    constant keywords (`phase=1`, `teacher_h5=None`).
+    constant keywords (`phase=1`, `teacher_h5=None`); `tunable` is the one list of keys both entry points
+    (`audiopipe sweep`, `flows/sweep.py`) accept in `sweep.stages.<stage>.space`.
     """
 
     config: Any
@@ -45,6 +49,7 @@ class SweepTarget:
     inputs: Mapping[str, str]
     outputs: Mapping[str, str]
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tunable: frozenset[str] | None = None  # the config keys a search space may name (None: any field)
 
     def resolve(self) -> tuple[type, Callable[..., Any]]:
         return _load(self.config), _load(self.task)
@@ -58,6 +63,8 @@ def _load(obj: Any) -> Any:
 
 
 _PACKS = "data/pack_hdf5"
+_COMMON = frozenset({"batch_size", "epochs", "lr", "weight_decay", "seed"})
+_SED = frozenset({"batch_sizes", "epochs", "lr_cnn", "lr_rnn", "weak_loss_weight", "const_max", "seed"})
 _OVERRIDES = "config_overrides"  # trial user attribute: the config values a trial ran with
 
 # params.yaml section (= DVC stage) -> its task, with the same inputs as its dvc.yaml entry.
@@ -67,12 +74,14 @@ TARGETS: dict[str, SweepTarget] = {
         task="audiopipe.training.finetune_eat:finetune_eat",
         inputs={"clips_dir": _PACKS, "pretrained": "data/pretrain_eat/eat.pt"},
         outputs={"checkpoint": "eat_tagger.pt"},
+        tunable=_COMMON | {"layer_decay", "mixup_alpha", "drop_path"},
     ),
     "distill_mobilenet": SweepTarget(
         config="audiopipe.config:DistillMobilenetConfig",
         task="audiopipe.training.distill:distill_mobilenet",
         inputs={"clips_dir": _PACKS, "teacher_h5": "data/predict_teacher/predictions.h5"},
         outputs={"checkpoint": "student.pt"},
+        tunable=_COMMON | {"kd_lambda", "temperature", "mixup_alpha"},
     ),
     "distill_mobilenet_nokd": SweepTarget(
         config="audiopipe.config:DistillMobilenetConfig",
@@ -80,6 +89,7 @@ TARGETS: dict[str, SweepTarget] = {
         inputs={"clips_dir": _PACKS},
         outputs={"checkpoint": "student.pt"},
         fixed={"teacher_h5": None},
+        tunable=_COMMON | {"mixup_alpha"},
     ),
     "atst_stage1": SweepTarget(
         config="audiopipe.config:AtstSedConfig",
@@ -87,6 +97,7 @@ TARGETS: dict[str, SweepTarget] = {
         inputs={"clips_dir": _PACKS, "encoder_checkpoint": "data/pretrain_eat/eat.pt"},
         outputs={"checkpoint": "model.pt"},
         fixed={"phase": 1, "init_checkpoint": None},
+        tunable=_SED | {"mixup_prob"},
     ),
     "atst_stage2": SweepTarget(
         config="audiopipe.config:AtstSedConfig",
@@ -95,6 +106,7 @@ TARGETS: dict[str, SweepTarget] = {
                 "init_checkpoint": "data/atst_stage1/model.pt"},
         outputs={"checkpoint": "model.pt"},
         fixed={"phase": 2},
+        tunable=_SED | {"lr_encoder"},
     ),
 }
 
@@ -134,6 +146,25 @@ def suggest(trial: Any, space: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def check_tunable(stage: str, space: Mapping[str, Any]) -> None:
+    """Raise ValueError if `space` names keys outside `TARGETS[stage].tunable` (both entry points call this)."""
+    tunable = TARGETS[stage].tunable
+    extra = sorted(set(space) - tunable) if tunable is not None else []
+    if extra:
+        raise ValueError(f"sweep.stages.{stage}.space: {extra} not tunable here; allowed: {sorted(tunable or ())}")
+
+
+def worker_seed(seed: int, worker: int | None, n_existing: int) -> int:
+    """Sampler seed of one worker process: the study seed mixed with the worker and the study's progress.
+
+    Processes that shared `seed` used to replay the same start-up draws (duplicate trials). `worker` is the
+    index the flow gives each process (default: the process id); `n_existing` (trials already in the study)
+    keeps a resumed study from replaying its own first trials. Same inputs, same seed: runs stay reproducible.
+    """
+    text = f"{seed}/{os.getpid() if worker is None else worker}/{n_existing}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
 def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
     """`dataclasses.replace` dotted keys ("model.width") into a frozen config; unknown keys raise KeyError."""
     nested: dict[str, dict[str, Any]] = {}
@@ -168,14 +199,22 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{out_dir.resolve() / 'study.db'}"
 
 
-def init_study(storage: str, study_name: str, direction: str) -> None:
-    """Create the study (and its database) once, before several worker processes share it."""
+def init_study(storage: str, study_name: str, direction: str, metric: str | None = None) -> None:
+    """Create the study (and its database) once, before several worker processes share it.
+
+    `metric` names the objective (`study.set_metric_names`), so optuna-dashboard shows `valid/mAP`, not
+    "Objective 0".
+    """
     import optuna
 
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be maximize or minimize, got {direction!r}")
     study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
                                 direction=optuna.study.StudyDirection[direction.upper()])
+    if metric and study.metric_names != [metric]:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged through 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric])
     engine = getattr(study._storage, "engine", None)  # release SQLite handles before others open the file
     if engine is not None:
         engine.dispose()
@@ -216,8 +255,12 @@ def run_sweep(
     tracking_enabled: bool = True,
     experiment: str = "audiopipe",
     tracking_uri: str | None = None,
+    worker: int | None = None,
 ) -> SweepSummary:
-    """Run `n_trials` more trials of the study for `stage` in this process and write best_params.yaml."""
+    """Run `n_trials` more trials of the study for `stage` in this process and write best_params.yaml.
+
+    `worker` (the index `flows/sweep.py` gives each process; default the process id) enters the sampler seed.
+    """
     import optuna
 
     if stage not in TARGETS:
@@ -225,20 +268,24 @@ def run_sweep(
     if stage not in sweep_cfg.stages:
         raise KeyError(f"params.yaml has no sweep.stages.{stage}; declared: {sorted(sweep_cfg.stages)}")
     space_cfg: SweepStageConfig = sweep_cfg.stages[stage]
+    check_tunable(stage, space_cfg.space)
     target = TARGETS[stage]
     _, task = target.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out_dir)
     study_name = study_name or stage
-    init_study(storage, study_name, space_cfg.direction)
+    metric = space_cfg.metric
+    init_study(storage, study_name, space_cfg.direction, metric)
     epochs_spec = space_cfg.space.get("epochs", {})
     study = optuna.load_study(
         study_name=study_name,
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=sweep_cfg.seed),
         pruner=make_pruner(sweep_cfg, epochs_spec.get("high") if isinstance(epochs_spec, Mapping) else None),
     )
-    metric = space_cfg.metric
+    seed = worker_seed(sweep_cfg.seed, worker, len(study.get_trials(deepcopy=False)))
+    study.sampler = optuna.samplers.TPESampler(seed=seed)
+    log.info("study %s: sampler seed %d (sweep.seed %d, worker %s)", study_name, seed, sweep_cfg.seed,
+             worker if worker is not None else f"pid {os.getpid()}")
 
     def objective(trial: optuna.Trial) -> float:
         overrides = suggest(trial, space_cfg.space)
@@ -283,7 +330,8 @@ def run_sweep(
             raise ValueError(f"{metric} is NaN")
         return value
 
-    with stage_run(f"sweep-{stage}", params={"n_trials": n_trials, "study": study_name, "storage": storage},
+    with stage_run(f"sweep-{stage}", params={"n_trials": n_trials, "study": study_name, "storage": storage,
+                                             "sampler_seed": seed},
                    enabled=tracking_enabled, experiment=experiment, tracking_uri=tracking_uri) as parent:
         parent.set_tag("optuna.study", study_name)
         study.optimize(objective, n_trials=n_trials, catch=(Exception,))

@@ -35,3 +35,17 @@ def test_untunable_key_is_rejected() -> None:
 def test_repository_space_passes_the_check() -> None:
     cfg = check_space("distill_mobilenet", ROOT)
     assert cfg.stages["distill_mobilenet"].metric == "valid/mAP"
+
+
+@pytest.mark.parametrize("stage", ["distill_mobilenet", "distill_mobilenet_nokd", "atst_stage2"])
+def test_flow_accepts_every_space_the_cli_sweeps(stage: str) -> None:
+    """One list of tunable keys: `python flows/sweep.py atst_stage2` failed on `batch_sizes` before."""
+    check_space(stage, ROOT)
+
+
+def test_tunable_keys_are_fields_of_their_configs() -> None:
+    import dataclasses
+
+    for stage, target in TARGETS.items():
+        config_cls, _ = target.resolve()
+        assert target.tunable is not None and target.tunable <= {f.name for f in dataclasses.fields(config_cls)}, stage

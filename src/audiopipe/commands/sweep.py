@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", help="study name (default: the stage name); reuse it to resume")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="output folder (default: data/sweeps/<stage>)")
+    parser.add_argument("--worker", type=int, help="worker index, mixed into the sampler seed (default: process id)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         study_name=args.study,
         tracking_enabled=tracking.enabled,
         experiment=tracking.experiment,
+        worker=args.worker,
     )
     print(f"study {summary.study_name}: {summary.n_complete} complete, {summary.n_pruned} pruned, "
           f"{summary.n_failed} failed; best {sweep_cfg.stages[args.stage].metric} = {summary.best_value:.4f}")
