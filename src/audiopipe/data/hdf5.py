@@ -105,6 +105,55 @@ def decode_mp3(data: bytes, sample_rate: int, num_samples: int) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
+def _clip_digest_input(clip_id: str, pcm: np.ndarray, targets: np.ndarray, events: list[Event]) -> bytes:
+    """What `content_hash` covers for one clip: id, PCM16 samples, multi-hot targets (uint8) and events."""
+    return clip_id.encode() + b"\0" + pcm.tobytes() + targets.tobytes() + json.dumps(events).encode()
+
+
+def _header_digest(class_names: Sequence[str], sample_rate: int, codec: str, has_strong: bool, clips: bytes) -> str:
+    header = json.dumps([list(class_names), int(sample_rate), codec, bool(has_strong)]).encode()
+    return hashlib.sha256(header + clips).hexdigest()
+
+
+def verify_content_hash(path: str | Path, *, chunk_clips: int = 256) -> str:
+    """Recompute a pcm16 pack's `content_hash` from its datasets and compare it with the stored one; returns it.
+
+    Reads the whole file once (~3-7 s per GB here, README "Reliability"). mp3 packs hash the PCM before
+    encoding, which the file cannot give back: they raise too (`ClipReader(..., verify=True)` skips them).
+
+    Raises:
+        ClipFileError: the hash differs (the file changed after packing), or an index or dataset is unreadable or
+            inconsistent; the message names the file.
+    """
+    path, reader = Path(path), ClipReader(path)
+    if reader.codec != "pcm16":
+        raise ClipFileError(f"{path}: codec {reader.codec!r}: content_hash covers the PCM before mp3 encoding and "
+                            "cannot be verified from the file; repack with codec pcm16 to verify it")
+    offsets, n, clips = reader._audio_offsets, len(reader), hashlib.sha256()
+    try:
+        with h5py.File(path, "r") as f:
+            audio, targets = f[DS_AUDIO_PCM16], f[DS_TARGETS][()]
+            sizes = np.diff(offsets)
+            if offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != audio.shape[0] or \
+                    np.any(sizes != reader._num_samples) or reader._event_offsets.shape != (n + 1,):
+                raise ValueError("the audio or event index does not match the datasets")
+            for lo in range(0, n, chunk_clips):
+                hi = min(n, lo + chunk_clips)
+                block = audio[offsets[lo] : offsets[hi]]
+                for i in range(lo, hi):
+                    pcm = block[offsets[i] - offsets[lo] : offsets[i + 1] - offsets[lo]]
+                    clips.update(_clip_digest_input(reader.clip_ids[i], pcm, targets[i], reader.events(i)))
+    except (OSError, KeyError, ValueError, IndexError) as err:
+        raise ClipFileError(f"{path}: unreadable while verifying content_hash ({err}); {_REPACK}") from err
+    actual = _header_digest(reader.class_names, reader.sample_rate, reader.codec, reader.has_strong, clips.digest())
+    if actual != reader.content_hash:
+        raise ClipFileError(
+            f"{path}: content_hash mismatch (stored {reader.content_hash[:12]}..., recomputed {actual[:12]}...): the "
+            f"file changed after packing (disk corruption, a partial copy or an edit); {_REPACK}"
+        )
+    return actual
+
+
 def _to_pcm16(waveform: np.ndarray) -> np.ndarray:
     return np.round(np.clip(waveform, -1.0, 1.0) * 32767.0).astype(np.int16)
 
@@ -193,12 +242,11 @@ class ClipWriter:
         self._targets.append(tgt)
         evs = [(float(a), float(b), int(c)) for a, b, c in events]
         self._events.append(evs)
-        self._hash.update(clip_id.encode() + b"\0" + pcm.tobytes() + tgt.tobytes() + json.dumps(evs).encode())
+        self._hash.update(_clip_digest_input(clip_id, pcm, tgt, evs))
 
     def content_hash(self) -> str:
         """sha256 over the header (classes, rate, codec) and every clip's id, PCM16 audio, targets and events."""
-        header = json.dumps([self.class_names, self.sample_rate, self.codec, self.has_strong]).encode()
-        return hashlib.sha256(header + self._hash.digest()).hexdigest()
+        return _header_digest(self.class_names, self.sample_rate, self.codec, self.has_strong, self._hash.digest())
 
     def close(self) -> Path:
         """Write the index datasets and attributes, then rename the temporary file into place.
@@ -267,7 +315,8 @@ class ClipReader:
     the data handle opens lazily once per process, so a reader can be handed to DataLoader workers.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, verify: bool = False) -> None:
+        """`verify=True` also recomputes the stored `content_hash` (`verify_content_hash`; pcm16 packs only)."""
         self.path = Path(path)
         self._file: h5py.File | None = None
         self._pid = -1
@@ -292,6 +341,8 @@ class ClipReader:
             raise ClipFileError(
                 f"{self.path}: targets shape {self._targets.shape} does not match the clip/class counts; {_REPACK}"
             )
+        if verify and self.codec == "pcm16":
+            verify_content_hash(self.path)
 
     def _open(self) -> h5py.File:
         if not self.path.is_file():

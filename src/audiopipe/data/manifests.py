@@ -5,7 +5,8 @@ A data folder (`data/download/<source>/`, mirrored by `data/resample/<source>/`)
     classes.txt     one class name per line (the label vocabulary, in target order)
     manifest.jsonl  one JSON object per clip: clip_id, path (relative), split, source, licence, sha256
     weak.tsv        `filename<TAB>event_labels` (comma-joined clip tags; header row)
-    strong.tsv      `filename<TAB>onset<TAB>offset<TAB>event_label` (DESED format; header row)
+    strong.tsv      `filename<TAB>onset<TAB>offset<TAB>event_label` (DESED format; header row); as in DESED, a row
+                    with empty onset, offset and label marks a clip without events
     tags.csv        `filename,<class 1>,...,<class C>` multi-hot, for tagging tools
 
 `filename` is the clip's path relative to the folder. Readers validate everything and raise
@@ -207,6 +208,13 @@ def read_metadata(root: str | Path) -> tuple[list[str], list[Clip]]:
         root / "strong.tsv", ("filename", "onset", "offset", "event_label")
     ):
         where = f"{root / 'strong.tsv'}:{lineno}"
+        if not (onset.strip() or offset.strip() or label.strip()):  # DESED's row for a clip without events
+            _check_row(where, name, (), known, by_path)
+            events.setdefault(name, [])
+            continue
+        if not label.strip():
+            raise ManifestError(f"{where}: event without a label; add one, or leave onset, offset and label all "
+                                "empty for a clip without events")
         _check_row(where, name, (label,), known, by_path)
         try:
             a, b = float(onset), float(offset)

@@ -137,8 +137,8 @@ def read_predictions(
     """`(clip_ids, logits (N, C) float32, class_names)` of one split.
 
     Raises:
-        PredictionsError: missing, truncated or foreign file, missing split, or labels different from
-            `expected_class_names`.
+        PredictionsError: missing, truncated or foreign file, missing split, labels different from
+            `expected_class_names`, or a NaN/inf logit (names the file and the first such clip).
     """
     path = Path(path)
     attrs = read_attrs(path)
@@ -158,5 +158,11 @@ def read_predictions(
         raise PredictionsError(
             f"{path}: split '{split}' has logits {logits.shape} for {len(clip_ids)} clips and "
             f"{len(class_names)} classes; {_RERUN}"
+        )
+    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if bad.size:
+        raise PredictionsError(
+            f"predictions file {path} holds non-finite logits at clip {clip_ids[bad[0]][:200]!r} (split '{split}', "
+            f"{bad.size} clip(s) in all); rerun predict_teacher (`dvc repro predict_teacher`)"
         )
     return clip_ids, logits, class_names

@@ -81,7 +81,7 @@ def _with_collapse_check(name: str, evaluation: Mapping[str, Any], data: ReportD
 def _baseline_section(cfg: Any, clips_dir: Path, reader: ClipReader, data: ReportData) -> dict[str, Any]:
     """Class-prior and linear-probe rows, fit on the training packs found in `clips_dir`, scored on `reader`."""
     packs = [clips_dir / f"{split}.h5" for split in TRAIN_SPLITS]
-    found = [ClipReader(path) for path in packs if path.is_file()]
+    found = [ClipReader(path, verify=True) for path in packs if path.is_file()]  # content_hash checked
     absent = [str(path) for path in packs if not path.is_file()]
     if not found:
         data.tagging_baselines.update({PRIOR_ROW: None, PROBE_ROW: None})
@@ -173,7 +173,7 @@ def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path],
     baseline rows `baselines.PRIOR_ROW` and `baselines.PROBE_ROW` (fit on `clips_dir/{train,weak}.h5`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    reader = ClipReader(clips_dir / f"{cfg.split}.h5")
+    reader = ClipReader(clips_dir / f"{cfg.split}.h5", verify=True)  # content_hash recomputed (pcm16 packs)
     data = ReportData(provenance={**provenance, "test pack content hash": reader.content_hash,
                                   "test clips": str(len(reader))}, params_yaml=params_yaml)
     tagging = {**_tagging_section(cfg, taggers, reader, out_dir, data),
