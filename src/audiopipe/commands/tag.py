@@ -4,7 +4,7 @@ Checkpoints: our `mn_tagger` / `dymn_tagger` / `eat_tagger` files, EfficientAT `
 (architecture from the file name or `--model`), fine-tuned EAT (fairseq or Hugging Face); see
 `audiopipe.inference.checkpoints`. Published AudioSet models show the 527 AudioSet names.
 
-Any container, rate, channel count and length: files are decoded (mono mix), resampled to each model's
+Any container, rate, channel count and length: files are decoded (mono mix), resampled by ffmpeg to each model's
 `sample_rate`, cut into windows of `--window-s` seconds with hop `--hop-s` (n = ceil((L − W) / H) + 1 windows,
 the last one zero-padded; a file no longer than one window is one window of its own length, at least 1 s) and
 run `--batch-size` windows at a time. Files longer than 10 minutes are streamed (decoded in 30-s blocks), so

@@ -1,9 +1,10 @@
 """Bounded-memory audio for the inference commands: decode in blocks, cut analysis windows, watch the level.
 
-`audio_blocks(path, sample_rate)` yields mono float32 blocks at `sample_rate`. Files up to `STREAM_ABOVE_S`
-seconds are decoded whole (`load_audio`, channel mean, polyphase `resample`); longer files are streamed from
-one ffmpeg process (`-ar` resampling per channel, channel mean here) in blocks of `BLOCK_S` seconds, so a
-2-hour recording needs a few MB of audio in memory instead of GBs. `sliding_windows(blocks, win, hop)` cuts
+`audio_blocks(path, sample_rate)` yields mono float32 blocks at `sample_rate`. A file already at that rate and
+no longer than `STREAM_ABOVE_S` seconds is read whole (`load_audio`, channel mean); anything else is streamed
+from one ffmpeg process (`-ar` resampling per channel, as the pipeline's `resample` stage does; channel mean
+here) in blocks of `BLOCK_S` seconds, so a 2-hour recording needs a few MB of audio in memory instead of GBs,
+and no scipy import (~1 s) is needed for resampling. `sliding_windows(blocks, win, hop)` cuts
 the windows n = ceil((L − W) / H) + 1 (the last one zero-padded; a file shorter than W is one window) without
 knowing L in advance. `LevelMeter` records peak and RMS on the way, for the silence and clipping warnings.
 """
@@ -60,18 +61,25 @@ class LevelMeter:
         return out
 
 
-def duration_s(path: Path) -> float | None:
-    """Duration from the container header (soundfile, else ffmpeg's banner); None when unknown."""
+def probe(path: Path) -> tuple[float | None, int | None]:
+    """(duration s, sample rate) from the container header (soundfile, else ffmpeg's banner); None when unknown."""
     import soundfile as sf
 
     try:
         info = sf.info(str(Path(path).absolute()))
-        return info.frames / info.samplerate if info.samplerate else None
-    except Exception:  # noqa: BLE001 - not a libsndfile format
-        pass
-    probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_input(path)],
-                           capture_output=True, text=True, check=False)
-    for line in probe.stderr.splitlines():
+        return (info.frames / info.samplerate if info.samplerate else None), int(info.samplerate)
+    except Exception:  # noqa: BLE001 - not a libsndfile format: ffmpeg decodes it, streamed
+        return None, None
+
+
+def duration_s(path: Path) -> float | None:
+    """Duration from the container header (soundfile, else ffmpeg's banner); None when unknown."""
+    length, _ = probe(path)
+    if length is not None:
+        return length
+    banner = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_input(path)],
+                            capture_output=True, text=True, check=False)
+    for line in banner.stderr.splitlines():
         if "Duration:" in line:
             stamp = line.split("Duration:", 1)[1].split(",")[0].strip()
             try:
@@ -125,14 +133,11 @@ def _ffmpeg_blocks(path: Path, sample_rate: int, block_s: float) -> Iterator[np.
 def audio_blocks(path: str | Path, sample_rate: int, meter: LevelMeter | None = None,
                  *, stream_above_s: float = STREAM_ABOVE_S, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """Mono float32 blocks at `sample_rate`, clipped to ±1 after `meter` saw them (see the module docstring)."""
-    from audiopipe.audio.resample import resample
-
     path = Path(path)
     check_audio_path(path)
-    length = duration_s(path)
-    if length is not None and length <= stream_above_s:
-        waveform, rate = load_audio(path, mono=True, clip=False)
-        blocks: Iterable[np.ndarray] = [resample(waveform, rate, sample_rate) if rate != sample_rate else waveform]
+    length, rate = probe(path)
+    if length is not None and length <= stream_above_s and rate == sample_rate:
+        blocks: Iterable[np.ndarray] = [load_audio(path, mono=True, clip=False)[0]]
     else:
         blocks = _ffmpeg_blocks(path, sample_rate, block_s)
     total = 0
