@@ -1,10 +1,15 @@
-"""Prefect flow `run_pipeline`: one MLflow parent run, then `dvc repro <stage>` for each stage in STAGE_ORDER.
+"""Prefect flow `run_pipeline`: `dvc status` once, then `dvc repro <stage>` for each stale stage, in order.
 
     python flows/pipeline.py                      # whole DAG (temporary Prefect server if PREFECT_API_URL unset)
     python flows/pipeline.py pack_hdf5 evaluate   # selected stages (each with its upstream, as `dvc repro` does)
+    python flows/pipeline.py -S distill_mobilenet.batch_size=64 -S distill_mobilenet.epochs=4   # dvc exp run
 
-DVC decides what actually reruns; each stage's MLflow run nests under this flow's `pipeline` run through
-`PIPELINE_PARENT_RUN_ID`. A failing stage fails the flow (later stages are not started).
+Stale = what `dvc status` reports changed, plus every stage downstream of it in dvc.yaml; the rest is not
+touched, and a run with nothing stale opens no MLflow run. `--force` reruns the selected stages. `set_params`
+(`-S`, the deployment parameter shown in the Prefect UI) runs one `dvc exp run -S ...` instead, so an experiment
+with changed hyper-parameters can be launched from the UI; DVC records it (`dvc exp show`). Each stage's MLflow
+run nests under this flow's `pipeline` run through `PIPELINE_PARENT_RUN_ID`. A failing stage fails the flow
+(later stages are not started). DVC missing fails the flow at once, before any task or MLflow run.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ if __package__ in (None, ""):  # `python flows/pipeline.py`: make `flows` import
 
 from audiopipe.config import TrackingConfig, load_params  # noqa: E402
 from audiopipe.tracking import stage_run  # noqa: E402
-from flows.tasks import check_stages, repro_task, stages_in  # noqa: E402
+from flows.tasks import (  # noqa: E402
+    changed_stages,
+    check_stages,
+    downstream,
+    dvc_command,
+    dvc_exp_run,
+    repro_task,
+    stages_in,
+)
 
 STAGE_ORDER: tuple[str, ...] = (
     "download",
@@ -50,22 +63,62 @@ def _flow_run_id() -> str:
     return str(flow_run.id or "")
 
 
+def check_overrides(set_params: list[str], params: dict) -> None:
+    """Fail before anything runs if a `key=value` override names no existing params.yaml key."""
+    for item in set_params:
+        key, sep, _ = item.partition("=")
+        node = params
+        for part in key.split("."):
+            if not sep or not isinstance(node, dict) or part not in node:
+                raise ValueError(f"override {item!r}: expected <section>.<key>=<value> with a params.yaml key")
+            node = node[part]
+
+
 @flow(name="audiopipe-pipeline", log_prints=True)
-def run_pipeline(stages: list[str] | None = None, repo: str = ".", force: bool = False) -> list[str]:
-    """Run the selected stages (default: all) in pipeline order; returns the stages run, in order."""
+def run_pipeline(stages: list[str] | None = None, repo: str = ".", force: bool = False,
+                 set_params: list[str] | None = None, experiment_name: str | None = None) -> list[str]:
+    """Run the stale (or, with `force`, all) selected stages in pipeline order; returns the stages run.
+
+    Args:
+        stages: dvc.yaml stages to bring up to date (default: all).
+        set_params: `dvc exp run -S` overrides, e.g. `["distill_mobilenet.batch_size=64"]`: run the selected
+            stages (default: the whole pipeline) as one DVC experiment with these hyper-parameters.
+        experiment_name: name of that DVC experiment (default: DVC's generated name).
+    """
+    import yaml
+
+    dvc_command()  # DvcMissing here: the flow fails at once, with the fix, before any retry or MLflow run
     root = Path(repo).resolve()
-    order = list(STAGE_ORDER)
+    spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
+    order = list(spec.get("stages", {}))
     check_stages(stages or [], order)
     selected = [stage for stage in order if stages is None or stage in stages]
-    tracking = load_params("tracking", TrackingConfig, root / "params.yaml")
     logger = get_run_logger()
-    logger.info("stages: %s", ", ".join(selected))
+    if set_params:
+        check_overrides(set_params, yaml.safe_load((root / "params.yaml").read_text()) or {})
+        todo = selected
+    elif force:
+        todo = selected
+    else:
+        stale = downstream(spec, changed_stages(root))
+        todo = [stage for stage in selected if stage in stale]
+        if not todo:
+            logger.info("dvc status: %s up to date; nothing to run", ", ".join(selected))
+            return []
+    tracking = load_params("tracking", TrackingConfig, root / "params.yaml")
+    logger.info("stages: %s", ", ".join(todo))
     done: list[str] = []
-    with stage_run("pipeline", params={"stages": ",".join(selected), "force": force}, enabled=tracking.enabled,
-                   experiment=tracking.experiment, tracking_uri=tracking_uri_for(root)) as parent:
+    with stage_run("pipeline", params={"stages": ",".join(todo), "force": force, "set_params": set_params or []},
+                   enabled=tracking.enabled, experiment=tracking.experiment,
+                   tracking_uri=tracking_uri_for(root)) as parent:
         parent.set_tag("prefect.flow_run_id", _flow_run_id())
-        for stage in selected:
-            done.append(repro_task(stage)(stage, parent_run_id=parent.run_id, repo=str(root), force=force))
+        if set_params:
+            targets = [] if stages is None else todo
+            dvc_exp_run(set_params, targets, parent_run_id=parent.run_id, repo=str(root), name=experiment_name)
+            done = todo
+        else:
+            for stage in todo:
+                done.append(repro_task(stage)(stage, parent_run_id=parent.run_id, repo=str(root), force=force))
         if (root / "dvc.lock").is_file():
             parent.log_artifact(root / "dvc.lock")
     return done
@@ -76,11 +129,16 @@ def main() -> None:
     parser.add_argument("stages", nargs="*", help=f"stages to run (default: all): {', '.join(STAGE_ORDER)}")
     parser.add_argument("--repo", default=".", help="repository root holding dvc.yaml (default: cwd)")
     parser.add_argument("--force", action="store_true", help="rerun the stages even if DVC finds them up to date")
+    parser.add_argument("-S", "--set-param", action="append", dest="set_params", metavar="SECTION.KEY=VALUE",
+                        help="run as `dvc exp run -S SECTION.KEY=VALUE ...` (repeatable)")
+    parser.add_argument("--name", help="name of the DVC experiment (with -S)")
     args = parser.parse_args()
     missing = set(STAGE_ORDER) ^ set(stages_in(Path(args.repo) / "dvc.yaml"))
     if missing:
         parser.error(f"STAGE_ORDER and dvc.yaml disagree on {sorted(missing)}")
-    run_pipeline(stages=args.stages or None, repo=args.repo, force=args.force)
+    ran = run_pipeline(stages=args.stages or None, repo=args.repo, force=args.force, set_params=args.set_params,
+                       experiment_name=args.name)
+    print(f"ran: {', '.join(ran) or 'nothing (up to date)'}")
 
 
 if __name__ == "__main__":

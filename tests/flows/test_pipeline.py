@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -25,8 +27,12 @@ class FakeRunner:
         self.calls: list[tuple[str, str | None, str | None]] = []
 
     def __call__(self, args: list[str], env: Mapping[str, str], cwd: Path, log_line: Callable[[str], None]) -> int:
-        assert args[:2] == ["dvc", "repro"]
-        stage = args[2]
+        args = args[args.index("dvc") + 1:] if "dvc" in args else args  # after `python -m dvc` or `dvc`
+        if args[:2] == ["exp", "run"]:
+            self.calls.append(("exp " + " ".join(args[2:]), env.get("PIPELINE_PARENT_RUN_ID"), None))
+            return 0
+        assert args[0] == "repro"
+        stage = args[1]
         self.calls.append((stage, env.get("PIPELINE_PARENT_RUN_ID"), env.get("MLFLOW_RUN_ID")))
         log_line(f"Running stage '{stage}'")
         if self.fail.get(stage, 0) > 0:
@@ -52,12 +58,34 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    (tmp_path / "params.yaml").write_text("tracking: {enabled: false, experiment: test}\n")
+    (tmp_path / "params.yaml").write_text("tracking: {enabled: false, experiment: test}\n"
+                                          "distill_mobilenet: {batch_size: 8}\n")
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     return tmp_path
 
 
+class FakeStatus:
+    """Stands in for `dvc status --json`: reports `changed` (default: every stage) and counts the calls."""
+
+    def __init__(self) -> None:
+        self.changed: list[str] = list(STAGE_ORDER)
+        self.calls = 0
+
+    def __call__(self, args: list[str], cwd: Path) -> tuple[int, str]:
+        assert args[-2:] == ["status", "--json"]
+        self.calls += 1
+        return 0, json.dumps({stage: [{"changed deps": {}}] for stage in self.changed})
+
+
 @pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
+def status(monkeypatch: pytest.MonkeyPatch) -> FakeStatus:
+    fake = FakeStatus()
+    monkeypatch.setattr(tasks, "STATUS_RUNNER", fake)
+    return fake
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, status: FakeStatus) -> FakeRunner:
     fake = FakeRunner()
     monkeypatch.setattr(tasks, "RUNNER", fake)
     monkeypatch.setattr(tasks, "DOWNLOAD_RETRY_DELAY_S", 0)
@@ -76,6 +104,54 @@ def test_stage_order_matches_dvc_yaml_and_its_data_flow() -> None:
             for out, producer in produced.items():
                 if dep == out or dep.startswith(out + "/") or out.startswith(dep + "/"):
                     assert STAGE_ORDER.index(producer) < position, f"{stage} reads {dep} of later {producer}"
+
+
+def test_only_stale_stages_and_their_downstream_run_after_one_status_call(harness: None, runner: FakeRunner,
+                                                                          status: FakeStatus, repo: Path) -> None:
+    status.changed = ["distill_mobilenet"]
+    assert run_pipeline(repo=str(repo)) == ["distill_mobilenet", "evaluate"]
+    assert runner.stages == ["distill_mobilenet", "evaluate"] and status.calls == 1
+
+
+def test_noop_flow_runs_nothing_and_opens_no_mlflow_run(harness: None, runner: FakeRunner, status: FakeStatus,
+                                                        repo: Path) -> None:
+    import mlflow
+
+    store = f"sqlite:///{repo / 'mlflow.db'}"
+    (repo / "params.yaml").write_text("tracking: {enabled: true, experiment: noop}\n")
+    status.changed = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", store)
+        assert run_pipeline(repo=str(repo)) == []
+    assert runner.calls == []
+    experiment = mlflow.MlflowClient(store).get_experiment_by_name("noop")
+    assert experiment is None or not mlflow.MlflowClient(store).search_runs([experiment.experiment_id])
+
+
+def test_missing_dvc_fails_at_once_with_the_fix(harness: None, runner: FakeRunner, repo: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(tasks.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tasks, "DOWNLOAD_RETRY_DELAY_S", 30)  # would show as a 60-s delay if it were retried
+    start = time.perf_counter()
+    state = run_pipeline(repo=str(repo), return_state=True)
+    assert state.is_failed() and time.perf_counter() - start < 20
+    with pytest.raises(tasks.DvcMissing, match="make install"):
+        state.result()
+    assert runner.calls == []
+
+
+def test_set_params_run_one_dvc_experiment(harness: None, runner: FakeRunner, repo: Path) -> None:
+    run_pipeline(stages=["distill_mobilenet"], repo=str(repo), set_params=["distill_mobilenet.batch_size=16"],
+                 experiment_name="bs16")
+    assert runner.stages == ["exp -S distill_mobilenet.batch_size=16 --name bs16 distill_mobilenet"]
+    state = run_pipeline(repo=str(repo), set_params=["distill_mobilenet.batch_sise=16"], return_state=True)
+    assert state.is_failed() and len(runner.calls) == 1  # a misspelt key fails before DVC runs
+
+
+def test_child_env_puts_this_interpreter_first_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin")
+    assert tasks.child_env(None)["PATH"].split(":")[0] == str(Path(sys.executable).parent)
 
 
 def test_child_env_strips_mlflow_run_id_and_sets_parent() -> None:
