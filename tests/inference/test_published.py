@@ -171,16 +171,36 @@ def test_eat_finetuned_layouts_tag_like_the_model(layout: str, eat_tagger: torch
     assert all(t["label"] in audioset_classes() for t in _tags(out))
 
 
-def test_eat_pretrained_layout_gives_features_and_is_refused_by_tag(eat_tagger: torch.nn.Module, audio: Path,
-                                                                    tmp_path: Path, capsys) -> None:
-    encoder_state = {k: v for k, v in eat_tagger.state_dict().items() if k.startswith("encoder.")}
-    state = {k.removeprefix("model."): v for k, v in _eat_official(encoder_state, "fairseq").items()}
+def test_eat_pretrained_layout_gives_features_and_is_refused_by_tag(audio: Path, tmp_path: Path, capsys) -> None:
+    """A fairseq pre-training file: student encoder + CNN decoder + `_ema` teacher (spec eat.md §2.6)."""
+    torch.manual_seed(0)
+    pretrainer = build_model("eat_pretrainer", size="eat_demo", **EAT_SHAPE)
+    ours = pretrainer.state_dict()
+    student = {k: v for k, v in ours.items() if k.startswith("encoder.")}
+    state = {k.removeprefix("model."): v for k, v in _eat_official(student, "fairseq").items()}
+    for key, value in ours.items():
+        if key.startswith("decoder.convs."):
+            j, rest = key.removeprefix("decoder.convs.").split(".", 1)
+            state[f"modality_encoders.IMAGE.decoder.blocks.{j}.0.{rest}"] = value
+        elif key.startswith("decoder.proj."):
+            state["modality_encoders.IMAGE.decoder." + key.removeprefix("decoder.")] = value
+    teacher = {"encoder." + k.removeprefix("ema_teacher.module."): v + 0.5 for k, v in ours.items()
+               if k.startswith("ema_teacher.module.")}  # differs from the student
+    state["_ema"] = {k.removeprefix("model."): v for k, v in _eat_official(teacher, "fairseq").items()}
     path = tmp_path / "EAT-base_epoch30_pt.pt"
-    torch.save({"model": state}, path)
+    torch.save({"model": state, "cfg": {"model": {"_name": "data2vec_multi"}}}, path)
     code, _, err = _cli(["features", str(audio), "--checkpoint", str(path), "--out-dir", str(tmp_path / "f"),
                          "--granularity", "utterance", "--device", "cpu"], capsys)
     assert code == 0, err
-    assert np.load(tmp_path / "f" / f"{audio.stem}.npy").shape == (EAT_SHAPE["embed_dim"],)
+    features = np.load(tmp_path / "f" / f"{audio.stem}.npy")
+    assert features.shape == (EAT_SHAPE["embed_dim"],)
+    from audiopipe.audio.io import load_audio
+    from audiopipe.models.eat.frontend import EATFrontEnd
+
+    wave, rate = load_audio(audio, mono=True)
+    with torch.no_grad():  # the student encoder's CLS output, not the teacher's
+        expected = pretrainer.encoder.eval()(EATFrontEnd(rate, None)(torch.from_numpy(wave)[None]))[0, 0].numpy()
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
     code, _, err = _cli(["tag", str(audio), "--checkpoint", str(path)], capsys)
     assert code == 2 and "features" in err and len(err.strip().splitlines()) == 1
 
