@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -154,6 +155,40 @@ def verify_content_hash(path: str | Path, *, chunk_clips: int = 256) -> str:
     return actual
 
 
+def discard(f: h5py.File) -> None:
+    """Close an h5py file whose content is being thrown away, even when its writes fail (disk full).
+
+    HDF5 flushes dirty chunks when a file or dataset closes; if that write fails inside close(), the library keeps
+    a half-closed dataset and the interpreter dies with SIGSEGV at exit (h5py 3.16 / HDF5 1.14). So the file's
+    descriptor is pointed at /dev/null first: the final flush then succeeds, writing nowhere.
+    """
+    if not f.id.valid:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, f.id.get_vfd_handle())
+        finally:
+            os.close(null)
+    except (OSError, ValueError, RuntimeError):  # another driver without a file descriptor: close as is
+        pass
+    try:
+        f.close()
+    except (OSError, RuntimeError):
+        pass
+
+
+def write_error(tmp: Path, err: BaseException, fix: str) -> OSError:
+    """An `OSError` naming the temporary file a failed HDF5 write was going to, the cause, and what to do."""
+    errno_ = getattr(err, "errno", None)
+    if errno_ is None:  # h5py reports a failed write as RuntimeError("... errno = 28, error message = ...")
+        found = re.search(r"errno = (\d+)", str(err))
+        errno_ = int(found.group(1)) if found else 5  # EIO
+    cause = " ".join(str(err).split())[:200]
+    return OSError(errno_, f"{os.strerror(errno_)} while writing {tmp} ({cause}); the temporary file was removed; "
+                           f"free disk space (or raise the file size limit) and {fix}", str(tmp))
+
+
 def _to_pcm16(waveform: np.ndarray) -> np.ndarray:
     return np.round(np.clip(waveform, -1.0, 1.0) * 32767.0).astype(np.int16)
 
@@ -226,15 +261,20 @@ class ClipWriter:
             if not 0 <= cls < n_classes or not onset <= offset:
                 raise ValueError(f"{clip_id}: invalid event ({onset}, {offset}, {cls})")
         pcm = _to_pcm16(audio)
-        if self.codec == "pcm16":
-            self._audio.resize((self._total + pcm.shape[0],))
-            self._audio[self._total :] = pcm
-        else:
-            blob = np.frombuffer(
-                encode_mp3(pcm.astype(np.float32) / 32767.0, self.sample_rate, self.mp3_bitrate_kbps), np.uint8
-            )
-            self._audio.resize((len(self._ids) + 1,))
-            self._audio[len(self._ids)] = blob
+        blob = None
+        if self.codec == "mp3":
+            mp3 = encode_mp3(pcm.astype(np.float32) / 32767.0, self.sample_rate, self.mp3_bitrate_kbps)
+            blob = np.frombuffer(mp3, np.uint8)
+        try:
+            if blob is None:
+                self._audio.resize((self._total + pcm.shape[0],))
+                self._audio[self._total :] = pcm
+            else:
+                self._audio.resize((len(self._ids) + 1,))
+                self._audio[len(self._ids)] = blob
+        except (OSError, RuntimeError) as err:  # a chunk evicted from the cache could not be written
+            self.abort()
+            raise write_error(self._tmp, err, "rerun `dvc repro pack_hdf5`") from err
         self._total += pcm.shape[0]
         self._ids.append(clip_id)
         self._seen.add(clip_id)
@@ -251,11 +291,14 @@ class ClipWriter:
     def close(self) -> Path:
         """Write the index datasets and attributes, then rename the temporary file into place.
 
-        If that fails (e.g. the disk fills up), the temporary file is dropped and the error re-raised;
-        nothing at `path` is touched.
+        If that fails (e.g. the disk fills up), the temporary file is dropped and an `OSError` naming it is
+        raised (h5py reports failed writes as `RuntimeError` too); nothing at `path` is touched.
         """
         try:
             return self._finish()
+        except (OSError, RuntimeError) as err:
+            self.abort()
+            raise write_error(self._tmp, err, "rerun `dvc repro pack_hdf5`") from err
         except BaseException:
             self.abort()
             raise
@@ -286,6 +329,7 @@ class ClipWriter:
                 ATTR_CONTENT_HASH: self.content_hash(),
             }
         )
+        f.flush()  # a failed write must surface here, not inside close() (see `discard`)
         f.close()
         os.replace(self._tmp, self.path)
         return self.path
@@ -293,10 +337,7 @@ class ClipWriter:
     def abort(self) -> None:
         """Drop the temporary file (nothing at `path` is touched)."""
         try:
-            if self._file.id.valid:
-                self._file.close()
-        except Exception:  # closing flushes; on a full disk that fails too, and the file is dropped anyway
-            pass
+            discard(self._file)
         finally:
             self._tmp.unlink(missing_ok=True)
 

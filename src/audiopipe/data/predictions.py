@@ -21,6 +21,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from audiopipe.data.hdf5 import discard, write_error
+
 ATTR_CLASS_NAMES = "class_names"
 ATTR_TEACHER = "teacher"
 ATTR_CHECKPOINTS = "checkpoints"
@@ -76,17 +78,24 @@ def write_predictions(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    f = h5py.File(tmp, "w")
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs[ATTR_CLASS_NAMES] = json.dumps(list(class_names))
-            f.attrs[ATTR_TEACHER] = teacher
-            f.attrs[ATTR_CHECKPOINTS] = json.dumps([str(p) for p in checkpoints])
-            for split, (clip_ids, logits) in per_split.items():
-                group = f.create_group(split)
-                group.create_dataset(DS_CLIP_IDS, data=list(clip_ids), dtype=h5py.string_dtype("utf-8"))
-                group.create_dataset(DS_LOGITS, data=np.asarray(logits, dtype=np.float32))
+        f.attrs[ATTR_CLASS_NAMES] = json.dumps(list(class_names))
+        f.attrs[ATTR_TEACHER] = teacher
+        f.attrs[ATTR_CHECKPOINTS] = json.dumps([str(p) for p in checkpoints])
+        for split, (clip_ids, logits) in per_split.items():
+            group = f.create_group(split)
+            group.create_dataset(DS_CLIP_IDS, data=list(clip_ids), dtype=h5py.string_dtype("utf-8"))
+            group.create_dataset(DS_LOGITS, data=np.asarray(logits, dtype=np.float32))
+        f.flush()  # a failed write surfaces here, not inside close() (which would crash at exit, see `discard`)
+        f.close()
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        discard(f)
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(Path(tmp), err, "rerun `dvc repro predict_teacher`") from err
     except BaseException:
+        discard(f)
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
