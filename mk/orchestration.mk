@@ -4,10 +4,12 @@ MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 PREFECT_HOME_DIR ?= $(CURDIR)/.prefect
 OPTUNA_PORT ?= 8080
+PREFECT_POOL ?= audiopipe
+PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 STAGE ?= distill_mobilenet
 OPTUNA_STORAGE ?= sqlite:///$(CURDIR)/data/sweeps/$(STAGE)/study.db
 
-.PHONY: mlflow-ui prefect-ui plots optuna-ui
+.PHONY: mlflow-ui prefect-ui plots optuna-ui prefect-deploy prefect-worker
 
 mlflow-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the embedded sqlite store
 	@echo "MLflow 3 opens experiments on its GenAI view; the training runs: pick 'Machine learning' in the toggle"
@@ -25,3 +27,12 @@ plots: install  ## the dvc.yaml plots as PNGs + dvc_plots/index.html, offline (P
 
 optuna-ui: install  ## optuna-dashboard on http://127.0.0.1:$(OPTUNA_PORT) for the sweep of STAGE (or OPTUNA_STORAGE=...)
 	$(BIN)/optuna-dashboard "$(OPTUNA_STORAGE)" --host 127.0.0.1 --port $(OPTUNA_PORT)
+
+# Deployment on a process work pool + a worker that runs it (next to `python flows/serve.py`); both talk to the
+# server at PREFECT_API_URL (make prefect-ui). One worker per checkout: --limit 1 (DVC runs one command at a time).
+prefect-deploy: install  ## create pool $(PREFECT_POOL) and deployment audiopipe-pipeline/nightly (CRON="0 2 * * *")
+	PREFECT_API_URL=$(PREFECT_API_URL) $(BIN)/python flows/deploy.py --pool $(PREFECT_POOL) $(if $(CRON),--cron "$(CRON)")
+
+prefect-worker: install  ## process worker for pool $(PREFECT_POOL); runs flow runs in this checkout with the venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" PREFECT_API_URL=$(PREFECT_API_URL) \
+		$(BIN)/prefect worker start --pool $(PREFECT_POOL) --type process --limit 1
