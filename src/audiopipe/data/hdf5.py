@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -34,7 +35,6 @@ import h5py
 import numpy as np
 
 from audiopipe.audio.io import atomic_target, ffmpeg_exe
-from audiopipe.data.h5safe import discard, write_error
 
 FORMAT = "audiopipe-clips"
 FORMAT_VERSION = 1
@@ -153,6 +153,42 @@ def verify_content_hash(path: str | Path, *, chunk_clips: int = 256) -> str:
             f"file changed after packing (disk corruption, a partial copy or an edit); {_REPACK}"
         )
     return actual
+
+
+def discard(f: h5py.File) -> None:
+    """Close an h5py file whose content is being thrown away, even when its writes fail (a full disk).
+
+    HDF5 flushes dirty chunks when a dataset or file closes; if that write fails inside `close()`, the library
+    keeps a half-closed dataset and the interpreter dies with SIGSEGV when the file object is freed at exit
+    (h5py 3.16 / HDF5 1.14). The writers here call `flush()` before `close()`, so a failed write surfaces while
+    every object is intact, and drop a failed file with this function, which points its descriptor at
+    /dev/null first: the final flush then succeeds, writing nowhere. The caller deletes the file.
+    """
+    if not f.id.valid:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, f.id.get_vfd_handle())
+        finally:
+            os.close(null)
+    except (OSError, ValueError, RuntimeError):  # another driver without a file descriptor: close as is
+        pass
+    try:
+        f.close()
+    except (OSError, RuntimeError):
+        pass
+
+
+def write_error(tmp: Path, err: BaseException, fix: str) -> OSError:
+    """An `OSError` naming the temporary file a failed HDF5 write was going to, the cause, and what to do."""
+    errno_ = getattr(err, "errno", None)
+    if errno_ is None:  # h5py reports a failed write as RuntimeError("... errno = 28, error message = ...")
+        found = re.search(r"errno = (\d+)", str(err))
+        errno_ = int(found.group(1)) if found else 5  # EIO
+    cause = " ".join(str(err).split())[:200]
+    return OSError(errno_, f"{os.strerror(errno_)} while writing {tmp} ({cause}); the temporary file was removed; "
+                           f"free disk space (or raise the file size limit) and {fix}", str(tmp))
 
 
 def _to_pcm16(waveform: np.ndarray) -> np.ndarray:
@@ -295,7 +331,7 @@ class ClipWriter:
                 ATTR_CONTENT_HASH: self.content_hash(),
             }
         )
-        f.flush()  # a failed write must surface here, not inside close() (see audiopipe.data.h5safe)
+        f.flush()  # a failed write must surface here, not inside close() (see `discard`)
         f.close()
         os.replace(self._tmp, self.path)
         return self.path

@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from audiopipe.data.h5safe import discard, write_error
+from audiopipe.data.hdf5 import discard, write_error
 
 ATTR_CLASS_NAMES = "class_names"
 ATTR_TEACHER = "teacher"
@@ -87,7 +87,7 @@ def write_predictions(
             group = f.create_group(split)
             group.create_dataset(DS_CLIP_IDS, data=list(clip_ids), dtype=h5py.string_dtype("utf-8"))
             group.create_dataset(DS_LOGITS, data=np.asarray(logits, dtype=np.float32))
-        f.flush()  # a failed write surfaces here, not inside close() (see audiopipe.data.h5safe)
+        f.flush()  # a failed write surfaces here, not inside close() (see audiopipe.data.hdf5.discard)
         f.close()
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
