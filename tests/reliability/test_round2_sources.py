@@ -99,7 +99,10 @@ def _esc50_members(csv_member: tuple[tarfile.TarInfo, bytes | None] | None = Non
     ]
 
 
-def test_setuid_bits_are_stripped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("has_filter", [True, False], ids=["data-filter", "python-without-filters"])
+def test_setuid_bits_are_stripped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_filter: bool) -> None:
+    if not has_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
     members = _esc50_members() + [(_info("ESC-50-master/tool.sh", mode=0o4777), b"#!/bin/sh\n")]
     archive = _tar(tmp_path / "a.tar.gz", members)
     out = extract(archive, tmp_path / "raw")

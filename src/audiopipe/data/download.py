@@ -198,10 +198,17 @@ def extract(archive: Path, target: Path) -> Path:
             zf.extractall(target)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
-            for member in tf.getmembers():
+            members = tf.getmembers()
+            for member in members:
                 _check_tar_member(archive, target, member)
+            if not hasattr(tarfile, "data_filter"):  # Python < 3.10.12 / 3.11.4: the filter's effect by hand
+                for member in members:
+                    member.mode &= 0o755
+                    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+                tf.extractall(target, members=members)
+                return target
             try:
-                tf.extractall(target, filter="data")
+                tf.extractall(target, members=members, filter="data")
             except tarfile.FilterError as exc:  # a second line of defence; the checks above should catch all
                 raise DownloadError(f"{archive}: {str(exc)[:300]}; refusing to extract") from exc
     else:
