@@ -39,7 +39,7 @@ browser:
 	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }
 
-test: install browser
+test: install browser postgres
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
