@@ -1,4 +1,7 @@
-"""Checkpoint files: atomic writes, safe loading (`weights_only=True`), strict state-dict loading.
+"""Checkpoint files: atomic writes, safe loading (`weights_only=True`), checksums, strict state-dict loading.
+
+Every payload written here carries `audiopipe_sha256`, a digest of everything else in it; `load_checkpoint`
+recomputes it, so flipped bytes inside a tensor are an error instead of silently different predictions.
 
 Final-model payload (see docs/architecture.md): `{"builder", "builder_kwargs", "model", "class_names",
 "sample_rate", "config", "metrics"}`; resume payloads written by `training.loop.fit` add optimizer,
@@ -7,6 +10,7 @@ scheduler, RNG and progress fields.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -20,9 +24,48 @@ class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read or does not fit the model (names the file and what to do)."""
 
 
+CHECKSUM_KEY = "audiopipe_sha256"  # sha256 of the rest of the payload (`payload_digest`), written by save_checkpoint
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (names an input by content in resume keys)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def payload_digest(payload: Any) -> str:
+    """sha256 over a payload's structure, its tensors' dtype/shape/bytes and its other values (keys sorted)."""
+    digest = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            data = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{data.dtype}{tuple(value.shape)}".encode())
+            digest.update(data.view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key in sorted(value, key=str):
+                if key != CHECKSUM_KEY:
+                    digest.update(f"K{key!r}".encode())
+                    walk(value[key])
+        elif isinstance(value, list | tuple):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                walk(item)
+        else:
+            digest.update(f"V{value!r}".encode())
+
+    walk(payload)
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` with torch.save to a temp file in the same folder, then rename it over `path`."""
+    """Write `payload` plus its checksum (`CHECKSUM_KEY`) with torch.save to a temp file, then rename it over `path`."""
     path = Path(path)
+    payload = {**payload, CHECKSUM_KEY: payload_digest(payload)}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -59,6 +102,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               "the file is truncated or not a torch checkpoint, delete it and rerun the stage") from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict payload, got {type(payload).__name__}")
+    stored = payload.pop(CHECKSUM_KEY, None)  # files from other tools have none
+    if stored is not None and stored != payload_digest(payload):
+        raise CheckpointError(f"{path}: checkpoint is corrupted (its weights do not match the checksum written "
+                              "with them); restore it from a backup or `dvc pull`, or rerun the stage that wrote it")
     return payload
 
 

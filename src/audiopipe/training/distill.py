@@ -46,7 +46,7 @@ from audiopipe.data.predictions import PredictionsError, read_attrs, read_predic
 from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.training.checkpoint import file_sha256
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
 from audiopipe.training.samplers import WeightedEpochSampler
@@ -223,23 +223,28 @@ def distill_mobilenet(
         loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)).item()
         metrics = {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"],
                    "valid/d_prime": scores["d_prime"], "valid/loss": loss}
-        if best.update(scores["mAP"], epoch) or best.best_epoch < 0:  # NaN mAP: keep the latest
-            save_checkpoint(checkpoint, {
+        def payload() -> dict[str, Any]:
+            return {
                 "builder": builder, "builder_kwargs": kwargs, "model": tagger.state_dict(),
                 "class_names": list(train.class_names), "sample_rate": int(train.sample_rate),
                 "config": config, "metrics": {**metrics, "epoch": float(epoch)},
-            })
+            }
+
+        if not best.update(scores["mAP"], epoch, payload) and best.best is None:  # NaN mAP so far: keep the latest
+            best.keep(epoch, payload())
         return metrics
 
     on_metrics = (lambda m, s: tracker.log_metrics(m, step=s)) if tracker is not None else None
     resume = checkpoint.with_name(f".{checkpoint.stem}.resume.pt")
-    key = json.dumps({"config": config, "train": train.reader.content_hash, "teacher": str(teacher_h5)},
-                     sort_keys=True)
+    teacher_digest = file_sha256(teacher_h5) if teacher is not None and teacher_h5 else None
+    key = json.dumps({"config": config, "train": train.reader.content_hash, "teacher": teacher_digest},
+                     sort_keys=True)  # the teacher by content: a rewritten predictions file restarts the run
     history = fit(model, train_loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=cfg.device,
                   amp=cfg.amp, evaluate=evaluate, on_metrics=on_metrics, on_epoch_start=on_epoch_start,
                   on_epoch_end=on_epoch_end,
                   extra_state={"best": best}, resume_path=resume, resume_key=key, seed=cfg.seed,
                   desc="distill")
+    best.write(checkpoint)  # the selected epoch's weights, also when a resumed run never beat them again
     resume.unlink(missing_ok=True)
     best_epoch = next((e for e in history.epochs if e["epoch"] == best.best_epoch), history.epochs[-1] if
                       history.epochs else {})

@@ -35,9 +35,9 @@ from audiopipe.data.datasets import ClipDataset
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
-from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from audiopipe.training.checkpoint import file_sha256, load_checkpoint, load_state_dict_strict
 from audiopipe.training.inference import predict_logits
-from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
+from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader, resume_key
 from audiopipe.training.pretrain import open_splits
 from audiopipe.training.schedulers import fairseq_cosine
 
@@ -168,7 +168,6 @@ def finetune_eat(
              cfg.init, len(train), len(valid_set), total, prior["mAP"])
 
     best = BestTracker("max")
-    best_metrics: dict[str, float] = {}
 
     def step_fn(m: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
         logits, targets = m(batch["audio"], batch["labels"])
@@ -180,11 +179,9 @@ def finetune_eat(
         scores = tagging_metrics(targets, logits)
         metrics = {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"], "valid/loss": float(
             F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)))}
-        if best.update(metrics["valid/mAP"], epoch):
-            best_metrics.clear()
-            best_metrics.update(metrics)
-            _save(checkpoint, m.tagger, builder_kwargs, class_names, sample_rate, cfg,  # type: ignore[arg-type]
-                  {**metrics, "valid/mAP_prior": prior["mAP"], "best_epoch": float(epoch)})
+        best.update(metrics["valid/mAP"], epoch, lambda: _payload(
+            m.tagger, builder_kwargs, class_names, sample_rate, cfg,  # type: ignore[arg-type]
+            {**metrics, "valid/mAP_prior": prior["mAP"], "best_epoch": float(epoch)}))
         return metrics
 
     def on_metrics(metrics: dict[str, float], step: int) -> None:
@@ -194,11 +191,16 @@ def finetune_eat(
     history = fit(
         model, loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=cfg.device, amp=cfg.amp,
         evaluate=evaluate, on_metrics=on_metrics, on_epoch_end=on_epoch_end, extra_state={"best": best},
-        resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"), resume_key=repr(to_dict(cfg)),
+        resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"),
+        resume_key=resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in [*train_sets, valid_set]],
+                              init=_digest(pretrained), official=_digest(cfg.official_checkpoint)),
         seed=cfg.seed, desc="finetune_eat",
     )
-    if not checkpoint.is_file():  # e.g. every epoch gave NaN mAP: keep the last weights rather than nothing
-        _save(checkpoint, tagger, builder_kwargs, class_names, sample_rate, cfg, {"valid/mAP_prior": prior["mAP"]})
+    if best.payload is None:  # e.g. every epoch gave NaN mAP: keep the last weights rather than nothing
+        best.keep(cfg.epochs - 1, _payload(tagger, builder_kwargs, class_names, sample_rate, cfg,
+                                           {"valid/mAP_prior": prior["mAP"]}))
+    best.write(checkpoint)  # the selected epoch's weights, also when a resumed run never beat them again
+    best_metrics = best.payload["metrics"] if best.payload is not None else {}
     last = history.epochs[-1] if history.epochs else {}
     metrics = {
         "valid/mAP": best.best if best.best is not None else math.nan,
@@ -214,9 +216,13 @@ def finetune_eat(
     return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)
 
 
-def _save(path: Path, tagger: EATTagger, builder_kwargs: dict[str, Any], class_names: list[str], sample_rate: int,
-          cfg: FinetuneEatConfig, metrics: dict[str, float]) -> None:
-    save_checkpoint(path, {
+def _digest(path: str | Path | None) -> str | None:
+    return file_sha256(path) if path and Path(path).is_file() else None
+
+
+def _payload(tagger: EATTagger, builder_kwargs: dict[str, Any], class_names: list[str], sample_rate: int,
+             cfg: FinetuneEatConfig, metrics: dict[str, float]) -> dict[str, Any]:
+    return {
         "builder": "eat_tagger",
         "builder_kwargs": builder_kwargs,
         "model": {k: v.detach().cpu() for k, v in tagger.state_dict().items()},
@@ -224,4 +230,4 @@ def _save(path: Path, tagger: EATTagger, builder_kwargs: dict[str, Any], class_n
         "sample_rate": sample_rate,
         "config": to_dict(cfg),
         "metrics": metrics,
-    })
+    }

@@ -17,7 +17,6 @@ same draw) and `freq_warp_prob` (frequency warping of the encoder input).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -35,10 +34,10 @@ from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader
 from audiopipe.models import build_model
 from audiopipe.models.sed import SEDModel
 from audiopipe.models.sed_encoders import AugmentableFrameEncoder
-from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from audiopipe.training.checkpoint import file_sha256, load_checkpoint, load_state_dict_strict, save_checkpoint
 from audiopipe.training.distributed import resolve_device
 from audiopipe.training.ema import EMA
-from audiopipe.training.loop import BestTracker, TaskResult, fit
+from audiopipe.training.loop import BestTracker, TaskResult, fit, resume_key
 from audiopipe.training.sed_optim import lr_factor, param_groups
 from audiopipe.training.sed_step import SEDStep
 from audiopipe.training.sed_validation import (
@@ -52,6 +51,10 @@ from audiopipe.training.sed_validation import (
 log = logging.getLogger(__name__)
 
 CONSISTENCY_TYPES = ("mean_teacher", "ict")
+
+
+def _digest(path: Path | None) -> str | None:
+    return file_sha256(path) if path is not None and Path(path).is_file() else None
 
 
 def selection_criterion(phase: int) -> tuple[str, str]:
@@ -186,7 +189,6 @@ def train_atst_sed(
 
     selected, mode = selection_criterion(phase)
     best = BestTracker(mode)
-    best_states: dict[str, Any] = {}
     splits = {
         split: eval_split(clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, sample_rate=int(model.sample_rate))
         for split in ("valid", "test")
@@ -211,17 +213,15 @@ def train_atst_sed(
         valid_of_epoch[epoch] = dict(metrics)
         metrics["valid/obj_metric"] = value = metrics[selected]
         # ties (e.g. PSDS 0 early in a short run) go to the later, longer-trained epoch
-        if best.best is None or (value >= best.best if mode == "max" else value <= best.best):
-            best.best, best.best_epoch = value, epoch
-            best_states.update(
-                student=copy.deepcopy(net.state_dict()), teacher=copy.deepcopy(teacher.module.state_dict())
-            )
+        best.update(value, epoch, lambda: {"student": net.state_dict(), "teacher": teacher.module.state_dict(),
+                                           "valid": dict(valid_of_epoch[epoch])}, ties_win=True)
         return metrics
 
     def on_metrics(metrics: dict[str, float], step: int) -> None:
         if tracker is not None:
             tracker.log_metrics(metrics, step)
 
+    resume = checkpoint.with_name(f".{checkpoint.stem}.resume.pt")
     history = fit(
         model,
         loader,
@@ -234,15 +234,23 @@ def train_atst_sed(
         on_metrics=on_metrics,
         on_optimizer_step=on_step,
         on_epoch_end=on_epoch_end,
-        extra_state={"mean_teacher": teacher, "best": best},
+        extra_state={"mean_teacher": teacher, "best": best, "step": step_fn},
+        resume_path=resume,
+        resume_key=resume_key(
+            {**dataclasses.asdict(cfg), "phase": phase},
+            packs={split: ClipReader(clips_dir / f"{split}.h5").content_hash for split in (*cfg.train_splits, "valid")},
+            encoder=_digest(encoder_checkpoint),
+            init=_digest(init_checkpoint),
+        ),
         seed=cfg.seed,
         desc=f"atst_stage{phase}",
         progress=cfg.progress,
     )
-    if best_states:
+    best_states = best.payload
+    if best_states is not None:
         model.load_state_dict(best_states["student"])
         teacher.module.load_state_dict(best_states["teacher"])
-    known = valid_of_epoch.get(best.best_epoch, {}) if best_states else {}
+    known = best_states["valid"] if best_states is not None else {}
     metrics = _final_metrics(
         {"student": model, "teacher": teacher.module}, splits, cfg, windows, checkpoint.parent, known
     )
@@ -265,6 +273,7 @@ def train_atst_sed(
             },
         },
     )
+    resume.unlink(missing_ok=True)
     if tracker is not None:
         tracker.log_metrics(metrics, history.steps[-1]["step"] if history.steps else 0)
     return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)

@@ -12,6 +12,7 @@ What it does not own: losses and augmentation (the task's `step_fn`), model sele
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -59,7 +60,12 @@ class TaskResult:
 
 
 class BestTracker:
-    """Keeps the best value of a selection metric; resumable through `fit(extra_state=...)`."""
+    """Keeps the best value of a selection metric and the checkpoint payload of that epoch.
+
+    The payload (weights copied to CPU, metrics, whatever the task writes) travels in the resume file through
+    `fit(extra_state=...)`, so a run killed after its best epoch still writes that epoch's checkpoint when it is
+    resumed, even though DVC deleted the output file before the rerun (`write`).
+    """
 
     def __init__(self, mode: str = "max") -> None:
         if mode not in ("max", "min"):
@@ -67,21 +73,62 @@ class BestTracker:
         self.mode = mode
         self.best: float | None = None
         self.best_epoch = -1
+        self.payload: dict[str, Any] | None = None
 
-    def update(self, value: float, epoch: int) -> bool:
-        """Return True (and remember it) when `value` beats the best so far; NaN never wins."""
+    def is_better(self, value: float, ties_win: bool = False) -> bool:
+        """Whether `value` beats the best so far (`ties_win`: an equal value also wins); NaN never wins."""
         if math.isnan(value):
             return False
-        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if self.best is None:
+            return True
+        if ties_win and value == self.best:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def update(self, value: float, epoch: int, payload: Callable[[], dict[str, Any]] | None = None,
+               ties_win: bool = False) -> bool:
+        """Return True (and remember it, with `payload()` when given) when `value` beats the best so far."""
+        better = self.is_better(value, ties_win)
         if better:
             self.best, self.best_epoch = float(value), epoch
+            if payload is not None:
+                self.payload = detached(payload())
         return better
 
+    def keep(self, epoch: int, payload: dict[str, Any]) -> None:
+        """Remember `payload` as the selected epoch's without a metric (e.g. every metric so far was NaN)."""
+        self.best_epoch, self.payload = epoch, detached(payload)
+
+    def write(self, path: str | Path) -> Path | None:
+        """Write the kept payload atomically to `path` (None when nothing was kept)."""
+        return save_checkpoint(path, self.payload) if self.payload is not None else None
+
     def state_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "best": self.best, "best_epoch": self.best_epoch}
+        return {"mode": self.mode, "best": self.best, "best_epoch": self.best_epoch, "payload": self.payload}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mode, self.best, self.best_epoch = state["mode"], state["best"], state["best_epoch"]
+        self.payload = state.get("payload")
+
+
+def detached(value: Any) -> Any:
+    """A copy of `value` whose tensors are detached CPU clones (nested dicts/lists/tuples followed)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: detached(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(detached(v) for v in value)
+    return value
+
+
+def resume_key(config: dict[str, Any], **inputs: Any) -> str:
+    """The identity of a run for its resume file: the stage config plus the content (hashes) of its inputs.
+
+    A resume file written under another key is ignored, so changed data, a rewritten teacher or a new init
+    checkpoint at the same path restarts the run instead of mixing the two.
+    """
+    return json.dumps({"config": config, "inputs": inputs}, sort_keys=True, default=str)
 
 
 def seed_everything(seed: int) -> None:

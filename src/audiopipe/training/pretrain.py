@@ -28,7 +28,7 @@ from audiopipe.models import build_model
 from audiopipe.models.eat.frontend import EATFrontEnd
 from audiopipe.models.eat.pretraining import EATPretrainer
 from audiopipe.training.checkpoint import save_checkpoint
-from audiopipe.training.loop import TaskResult, fit, make_loader
+from audiopipe.training.loop import TaskResult, fit, make_loader, resume_key
 from audiopipe.training.schedulers import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def pretrain_eat(
         model, loader, _SpectrogramStep(frontend), optimizer, scheduler,
         epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, max_grad_norm=cfg.max_grad_norm,
         evaluate=evaluate, on_metrics=on_metrics, on_optimizer_step=ema_step, on_epoch_end=on_epoch_end,
-        resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"), resume_key=repr(to_dict(cfg)),
+        resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"),
+        resume_key=resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in datasets]),
         checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="pretrain_eat",
     )
     losses = [row["train/loss"] for row in history.steps]

@@ -84,6 +84,14 @@ class SEDStep:
         # a frozen encoder on the clean clip (phase 1 without encoder augmentation) gives the same frames each epoch
         self.cache_frames = phase == 1 and not cfg.mixup_encoder_input and cfg.freq_warp_prob <= 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the same augmentation draws and consistency ramp."""
+        return {"step": self.step, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+
     def _encoder_frames(
         self, raw: SEDModel, audio: torch.Tensor, subset: torch.Tensor, draws: list[GroupMix]
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
