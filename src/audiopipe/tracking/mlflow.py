@@ -133,6 +133,9 @@ class NullRun:
     def log_model(self, model: Any, example_input: Any, name: str = "model") -> str | None:
         return None
 
+    def log_checkpoint_model(self, checkpoint: str | Path, name: str) -> str | None:
+        return None
+
     def set_tag(self, key: str, value: Any) -> None:
         pass
 
@@ -170,6 +173,14 @@ class StageRun(NullRun):
         Returns the model URI (`models:/<id>`), or None when logging failed.
         """
         info = self._guard("log_model", _log_torch_model, self._mlflow, model, example_input, name)
+        return None if info is None else str(info.model_uri)
+
+    def log_checkpoint_model(self, checkpoint: str | Path, name: str) -> str | None:
+        """Log a tagger/detector checkpoint as the servable pyfunc model of `tracking.pyfunc_model` (any-length
+        audio in, class-name columns out) and register it as `name`. Returns the model URI or None."""
+        from audiopipe.tracking.pyfunc_model import log_pyfunc_model
+
+        info = self._guard("log_model", log_pyfunc_model, self._mlflow, checkpoint, name)
         return None if info is None else str(info.model_uri)
 
     def set_tag(self, key: str, value: Any) -> None:
