@@ -73,6 +73,22 @@ def test_front_end_resamples_and_removes_dc() -> None:
     torch.testing.assert_close(at_16k(waveform + 0.2), at_16k(waveform), atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("samples", [400, 16_000, 160_000 + 123])
+def test_batched_fbank_equals_the_per_clip_kaldi_call(samples: int) -> None:
+    from torchaudio.compliance import kaldi
+
+    from audiopipe.models.eat.frontend import kaldi_fbank
+
+    waveform = 0.1 * torch.randn(3, samples, generator=torch.Generator().manual_seed(samples))
+    waveform = waveform - waveform.mean(dim=-1, keepdim=True)
+    per_clip = torch.stack([
+        kaldi.fbank(clip.unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
+                    window_type="hanning", num_mel_bins=128, dither=0.0, frame_length=25.0, frame_shift=10.0)
+        for clip in waveform
+    ])
+    torch.testing.assert_close(kaldi_fbank(waveform), per_clip, rtol=0, atol=1e-5)
+
+
 def test_front_end_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="multiple"):
         EATFrontEnd(16000, target_frames=1000)
