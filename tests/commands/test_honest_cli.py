@@ -205,7 +205,7 @@ def test_help_does_not_import_torch() -> None:
     code = ("import sys; from audiopipe.cli import main; main(['--help']); main(['tag', '--help']) if False else None;"
             "import contextlib, io\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    for c in ('tag', 'detect', 'features', 'convert'):\n"
+            "    for c in ('tag', 'detect', 'features', 'convert', 'export'):\n"
             "        try: main([c, '--help'])\n"
             "        except SystemExit: pass\n"
             "print(sorted(m for m in ('torch', 'numpy', 'scipy') if m in sys.modules))")
