@@ -212,3 +212,8 @@ def test_help_does_not_import_torch() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_no_files_is_one_line(ckpts, capsys) -> None:
+    code, _, err = _cli(["tag", "--checkpoint", str(ckpts["tagger"])], capsys)
+    assert code == 2 and _one_line(err) == "audiopipe tag: no audio FILE given (see `audiopipe tag --help`)"

@@ -68,4 +68,4 @@ def resolve_device(flag: str):  # noqa: ANN201 - returns torch.device; torch is 
 def require_files(files: list[Path], command: str) -> None:
     """Audio arguments are required unless a listing flag was given (checked after parsing)."""
     if not files:
-        raise UserError(f"audiopipe {command}: no audio FILE given (see `audiopipe {command} --help`)", exit_code=2)
+        raise UserError(f"no audio FILE given (see `audiopipe {command} --help`)", exit_code=2)
