@@ -12,9 +12,12 @@ OPTUNA_STORAGE ?= sqlite:///$(CURDIR)/data/sweeps/$(STAGE)/study.db
 .PHONY: mlflow-ui prefect-ui plots optuna-ui prefect-deploy prefect-worker
 
 mlflow-ui: install  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the embedded sqlite store
-	@echo "MLflow 3 opens experiments on its GenAI view; the training runs: pick 'Machine learning' in the toggle"
-	@echo "above the experiment (remembered by the browser) or open"
-	@echo "  http://127.0.0.1:$(MLFLOW_PORT)/#/experiments/<id>/runs?workflowType=machine_learning"
+	@echo "MLflow 3.17 opens an experiment on its GenAI overview; its training runs are at (or switch the"
+	@echo "'GenAI | Model training' toggle at the top left to 'Model training'):"
+	@$(BIN)/python -c "import mlflow, sys; from audiopipe.tracking.mlflow import experiment_url; \
+		[print('  ' + e.name + ': ' + experiment_url(sys.argv[2], e.experiment_id)) \
+		 for e in mlflow.MlflowClient(sys.argv[1]).search_experiments()]" \
+		"$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" http://127.0.0.1:$(MLFLOW_PORT) 2>/dev/null || true
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
