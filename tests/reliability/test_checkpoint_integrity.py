@@ -54,3 +54,39 @@ def test_the_checksum_covers_metadata_and_is_not_returned(tmp_path: Path) -> Non
 def test_files_without_a_checksum_still_load(tmp_path: Path) -> None:
     torch.save({"model": {"w": torch.ones(2)}}, tmp_path / "official.pt")  # e.g. a published checkpoint
     assert torch.equal(load_checkpoint(tmp_path / "official.pt")["model"]["w"], torch.ones(2))
+
+
+def test_a_forged_architecture_is_refused_before_any_weights_are_allocated(tmp_path: Path) -> None:
+    """width_mult 400 with mn04 weights: the shape check runs on a meta model, so nothing giant is built."""
+    import subprocess
+    import sys
+
+    path, _ = _student_checkpoint(tmp_path / "student.pt")
+    payload = load_checkpoint(path)
+    payload["builder_kwargs"]["width_mult"] = 400.0
+    save_checkpoint(path, payload)  # a valid checksum: only the architecture is forged
+    script = ("import sys\nfrom audiopipe.models import load_model\nfrom audiopipe.training.checkpoint import "
+              "CheckpointError\ntry:\n    load_model(sys.argv[1])\nexcept CheckpointError as err:\n"
+              "    print('refused:', str(err)[:200])\nimport resource\n"
+              "print('peak_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0 and "refused:" in proc.stdout and "does not match" in proc.stdout, proc.stderr[-2000:]
+    peak_mb = float(proc.stdout.split("peak_mb")[-1])
+    assert peak_mb < 1500, f"the loader allocated {peak_mb:.0f} MB before refusing"
+
+
+def test_a_full_disk_while_saving_names_the_checkpoint_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from audiopipe.training import checkpoint
+
+    def no_space(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", no_space)
+    with pytest.raises(CheckpointError, match=r"model\.pt: cannot write checkpoint \(No space left on device\)"):
+        save_checkpoint(tmp_path / "out" / "model.pt", {"model": {"w": torch.ones(2)}})
+    assert list((tmp_path / "out").iterdir()) == []

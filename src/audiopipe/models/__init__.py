@@ -35,9 +35,14 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a final-model checkpoint written by the stages (strict load). Returns (model, payload)."""
-    from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict
+    import torch
+
+    from audiopipe.training.checkpoint import check_state_dict, load_checkpoint, load_state_dict_strict
 
     payload = load_checkpoint(path)
+    with torch.device("meta"):  # shapes only: a forged builder_kwargs (width_mult 400) must not allocate GBs
+        skeleton = build_model(payload["builder"], **payload["builder_kwargs"])
+    check_state_dict(skeleton, payload["model"], source=str(path))
     model = build_model(payload["builder"], **payload["builder_kwargs"])
     load_state_dict_strict(model, payload["model"], source=str(path))
     return model.eval(), payload

@@ -74,6 +74,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({err.strerror or err}); free disk space or "
+                              "choose another output folder, then rerun the stage (nothing was replaced)") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -111,6 +115,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """`model.load_state_dict(strict=True)` with an error that lists missing, unexpected and mis-shaped keys."""
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError unless `state_dict` has exactly `model`'s keys and shapes (works on meta models)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -132,4 +142,3 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
             parts.append(f"shape mismatches ({len(shapes)}): {show(shapes)}")
         parts.append("check that the model name/size in params matches the checkpoint")
         raise CheckpointError("; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
