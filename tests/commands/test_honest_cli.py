@@ -217,3 +217,12 @@ def test_help_does_not_import_torch() -> None:
 def test_no_files_is_one_line(ckpts, capsys) -> None:
     code, _, err = _cli(["tag", "--checkpoint", str(ckpts["tagger"])], capsys)
     assert code == 2 and _one_line(err) == "audiopipe tag: no audio FILE given (see `audiopipe tag --help`)"
+
+
+def test_export_refuses_other_kinds_and_broken_files_in_one_line(ckpts, tmp_path: Path, capsys) -> None:
+    code, _, err = _cli(["export", "onnx", str(ckpts["sed"]), str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and "audiopipe detect" in _one_line(err)
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    code, _, err = _cli(["export", "onnx", str(bad), str(tmp_path / "x.onnx")], capsys)
+    assert code == 1 and "delete" not in _one_line(err).lower()

@@ -7,7 +7,8 @@ with real operations that compute the same numbers: pre-emphasis, reflect paddin
 whose kernels are the windowed cosine/sine DFT rows (= the STFT), power, the eval mel filterbank, log
 and the fixed normalisation. After writing, the file is checked with onnxruntime against the torch
 model on a random clip (max |Δlogit| must stay ≤ `--atol`, 1e-4 by default). Models without an
-`EfficientATMel` front end are exported as they are, if the exporter can trace them.
+`EfficientATMel` front end are exported as they are, if the exporter can trace them. CHECKPOINT may be any
+tagger `audiopipe tag` accepts (e.g. an EfficientAT `mn10_as_mAP_471.pt`); other kinds are refused in one line.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ def export_onnx(checkpoint: Path, out: Path, *, seconds: float = 10.0, opset: in
     """Write `out` from a final-model checkpoint; returns (out, sample_rate)."""
     import torch
 
+    from audiopipe.inference.checkpoints import load_for_inference, require_kind
     from audiopipe.inference.onnx_export import exportable
-    from audiopipe.models import load_model
 
-    model, payload = load_model(checkpoint)
-    sample_rate = int(payload["sample_rate"])
+    loaded = load_for_inference(checkpoint)
+    require_kind(loaded, ("tagger",), flag="CHECKPOINT")
+    model, sample_rate = loaded.model, loaded.sample_rate
     example = torch.zeros(1, max(2048, round(seconds * sample_rate)))
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
@@ -54,11 +56,12 @@ def check_onnx(checkpoint: Path, onnx_path: Path, *, seconds: float = 3.0, seed:
     import onnxruntime as ort
     import torch
 
-    from audiopipe.models import load_model
+    from audiopipe.inference.checkpoints import load_for_inference
 
-    model, payload = load_model(checkpoint)
+    loaded = load_for_inference(checkpoint)
+    model = loaded.model
     generator = torch.Generator().manual_seed(seed)
-    clip = 0.3 * torch.randn(2, round(seconds * int(payload["sample_rate"])), generator=generator).clamp(-3, 3)
+    clip = 0.3 * torch.randn(2, round(seconds * loaded.sample_rate), generator=generator).clamp(-3, 3)
     with torch.no_grad():
         expected = model.eval()(clip).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -68,7 +71,8 @@ def check_onnx(checkpoint: Path, onnx_path: Path, *, seconds: float = 3.0, seed:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=["onnx"], help="export format")
-    parser.add_argument("checkpoint", type=Path, help="final-model checkpoint (e.g. data/distill_mobilenet/student.pt)")
+    parser.add_argument("checkpoint", type=Path,
+                        help="tagger checkpoint (e.g. data/distill_mobilenet/student.pt or mn10_as_mAP_471.pt)")
     parser.add_argument("out", type=Path, help="output file (e.g. student.onnx)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the tracing example (axes stay dynamic)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
