@@ -277,3 +277,9 @@ def test_atst_sed_convert_keeps_both_weight_sets(atst_sed: Path, audio: Path, tm
     assert code == 0 and [e["label"] for e in json.loads(out)[0]["events"]] == ["Dog"]
     code, out, _ = _cli(["detect", "--list-classes", "--checkpoint", str(out_ckpt)], capsys)
     assert out.splitlines() == [f"{i}\t{c}" for i, c in enumerate(DESED_CLASSES)]
+
+
+def test_export_onnx_of_a_published_efficientat_file(mn10: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = _cli(["export", "onnx", str(mn10), str(tmp_path / "mn10.onnx"), "--seconds", "2"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "mn10.onnx").stat().st_size > 1_000_000
