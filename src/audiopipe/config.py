@@ -13,11 +13,14 @@ import reprlib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+Device = Literal["auto", "cpu", "cuda"]
+Amp = Literal["none", "bf16", "fp16"]  # mixed precision, CUDA only
+EatPreset = Literal["eat_demo", "eat_small", "eat_base", "eat_large"]
 
 
 MAX_MESSAGE_CHARS = 600  # a ConfigError never grows past this (values from the file are shortened first)
@@ -99,6 +102,10 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {_short(value)} is not allowed; choose one of {', '.join(map(str, args))}")
         return value
     if origin in (typing.Union, types.UnionType):
         for arg in args:
@@ -229,10 +236,11 @@ def load_params(section: str, cls: type[T], path: str | Path = "params.yaml") ->
     """Load one section of `params.yaml` into its frozen dataclass.
 
     Raises:
-        ConfigError: the file is missing or not valid YAML (names the line), holds a duplicate key or YAML aliases that
-            expand past `MAX_YAML_NODES` values (names the line), the section is missing, or a key is unknown, missing, of the wrong type or out of
-            its range in `RANGES` (names `section.key` and the allowed range); messages are at most
-            `MAX_MESSAGE_CHARS` long.
+        ConfigError: the file is missing or not valid YAML (names the line), holds a duplicate key or YAML
+            aliases that expand past `MAX_YAML_NODES` values (names the line), the section is missing, or a key is
+            unknown, missing, of the wrong type, not one of its choices (`Literal` fields: device, amp,
+            consistency ...) or out of its range in `RANGES` (names `section.key` and what is allowed); messages
+            are at most `MAX_MESSAGE_CHARS` long.
     """
     path = Path(path)
     if not path.is_file():
@@ -281,7 +289,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class DownloadConfig:
     """`download`: which corpus to fetch or build, and the demo set's size (realmix/synthetic)."""
 
-    source: str  # realmix | synthetic | esc50 | desed | fsd50k | audioset | folder
+    source: Literal["realmix", "synthetic", "esc50", "desed", "fsd50k", "audioset", "folder"]
     seed: int
     sample_rate: int  # rate of the generated soundscapes (realmix/synthetic)
     clip_duration_s: float
@@ -311,7 +319,7 @@ class ResampleConfig:
 class PackHdf5Config:
     """`pack_hdf5`: one .h5 per split."""
 
-    codec: str  # pcm16 | mp3
+    codec: Literal["pcm16", "mp3"]
     mp3_bitrate_kbps: int
 # <<< section: data
 
@@ -320,7 +328,7 @@ class PackHdf5Config:
 class PretrainEatConfig:
     """`pretrain_eat` section: EAT self-supervised pre-training (spec §3); read by stages/pretrain_eat.py."""
 
-    preset: str  # encoder size: eat_demo | eat_small | eat_base | eat_large
+    preset: EatPreset  # encoder size
     splits: list[str]  # packed splits whose audio is used (labels unused); absent ones are skipped
     clip_seconds: float  # crop/pad each clip to this length before the fbank
     target_frames: int  # fbank frames fed to the encoder (multiple of 16)
@@ -338,8 +346,8 @@ class PretrainEatConfig:
     ema_anneal_steps: int  # linear anneal of the EMA decay, start -> end
     checkpoint_every_steps: int  # resume file cadence (0: only at epoch ends)
     seed: int
-    device: str  # auto | cpu | cuda
-    amp: str  # none | bf16 | fp16 (CUDA only)
+    device: Device
+    amp: Amp  # CUDA only
     num_workers: int
 
 
@@ -347,8 +355,8 @@ class PretrainEatConfig:
 class FinetuneEatConfig:
     """`finetune_eat` section: EAT tagger fine-tuning (spec §4); read by stages/finetune_eat.py."""
 
-    preset: str  # encoder size when init is random (else taken from the checkpoint)
-    init: str  # pretrained (our pretrain_eat output) | official (official_checkpoint) | random
+    preset: EatPreset  # encoder size when init is random (else taken from the checkpoint)
+    init: Literal["pretrained", "official", "random"]  # pretrained: our pretrain_eat output
     official_checkpoint: str | None  # path of an official fairseq/HF EAT checkpoint when init = official
     train_splits: list[str]  # labelled splits to train on (absent ones are skipped)
     valid_split: str
@@ -369,10 +377,10 @@ class FinetuneEatConfig:
     mask_ratio: float  # SpecAugment widths: freq 128 * ratio, time target_frames * ratio; 0 disables
     roll_mag: bool  # EAT waveform roll + Beta(10, 10) + 0.5 magnitude
     gain_db: float  # extra random gain +-gain_db (0 disables)
-    bce_normaliser: str  # positives (EAT AudioSet: BCE sum / positive labels) | mean
+    bce_normaliser: Literal["positives", "mean"]  # positives: EAT AudioSet, BCE sum / positive labels
     seed: int
-    device: str
-    amp: str
+    device: Device
+    amp: Amp
     num_workers: int
 
 
@@ -385,8 +393,8 @@ class PredictTeacherConfig:
     clip_seconds: float | None  # crop/pad to this length; null = whole clips one at a time
     batch_size: int
     seed: int
-    device: str
-    amp: str
+    device: Device
+    amp: Amp
     num_workers: int
 
 
@@ -400,7 +408,7 @@ class DistillMobilenetConfig:
     train_split: str
     valid_split: str
     duration_s: float
-    student: str  # mn (MobileNetV3, EfficientAT) | dymn (dynamic MobileNet)
+    student: Literal["mn", "dymn"]  # MobileNetV3 (EfficientAT) | dynamic MobileNet
     width_mult: float
     n_mels: int
     hop_length: int
@@ -425,8 +433,8 @@ class DistillMobilenetConfig:
     sampling_offset: float
     bn_recalib_batches: int  # re-estimate BN running stats on this many train batches before validation; 0 = off
     num_workers: int
-    device: str
-    amp: str
+    device: Device
+    amp: Amp
     seed: int
 # <<< section: mobilenet
 
@@ -435,7 +443,7 @@ class DistillMobilenetConfig:
 class AtstSedConfig:
     """ATST-SED training phase (`atst_stage1` / `atst_stage2`; `training/finetune_sed.py`)."""
 
-    model: str  # sed_eat (our pretrain_eat encoder) | sed_atst (ATST-Frame) | sed_crnn
+    model: Literal["sed_eat", "sed_atst", "sed_crnn"]  # our pretrain_eat encoder | ATST-Frame | no encoder
     encoder_preset: str
     encoder_kwargs: dict[str, Any]
     crnn_kwargs: dict[str, Any]  # SEDModel kwargs: channels, rnn_hidden, dropout, ...
@@ -450,7 +458,7 @@ class AtstSedConfig:
     encoder_lr_scale: float
     cos_down: bool
     const_max: float
-    consistency: str  # mean_teacher (stage 1) | ict (stage 2: interpolation consistency when mixup fired)
+    consistency: Literal["mean_teacher", "ict"]  # ict (stage 2): interpolation consistency when mixup fired
     weak_loss_weight: float
     ema_decay: float
     ema_warm_start: bool
@@ -468,7 +476,7 @@ class AtstSedConfig:
     eval_batch_size: int
     operating_point_psds: bool
     seed: int
-    device: str
+    device: Device
     num_workers: int
     progress: bool
 # <<< section: sed
@@ -508,7 +516,7 @@ class SweepStageConfig:
     """Search space of one stage in the `sweep` section (`audiopipe sweep STAGE`)."""
 
     metric: str  # validation metric the task reports per epoch, e.g. "valid/mAP"
-    direction: str  # "maximize" | "minimize"
+    direction: Literal["maximize", "minimize"]
     space: dict[str, Any]  # <config field>: {choices: [...]} | {low: x, high: y, log: bool}
 
 
@@ -516,7 +524,7 @@ class SweepStageConfig:
 class SweepConfig:
     """`sweep` section: Optuna settings shared by all stages plus one search space per tunable stage."""
 
-    pruner: str  # "median" | "hyperband" | "none"
+    pruner: Literal["median", "hyperband", "none"]
     n_startup_trials: int  # median pruner: trials finished before pruning starts
     n_warmup_steps: int  # median pruner: epochs of a trial before it can be pruned
     seed: int  # TPE sampler seed
