@@ -87,6 +87,7 @@ def test_a_full_disk_while_saving_names_the_checkpoint_and_leaves_no_temp_file(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", no_space)
-    with pytest.raises(CheckpointError, match=r"model\.pt: cannot write checkpoint \(No space left on device\)"):
+    with pytest.raises(OSError, match=r"model\.pt: cannot write checkpoint \(No space left on device\)") as err:
         save_checkpoint(tmp_path / "out" / "model.pt", {"model": {"w": torch.ones(2)}})
+    assert err.value.errno == errno.ENOSPC
     assert list((tmp_path / "out").iterdir()) == []

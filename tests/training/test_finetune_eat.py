@@ -124,3 +124,31 @@ def test_random_init_runs_without_pretrained_checkpoint(pack: Path, tmp_path: Pa
     result = finetune_eat(finetune_cfg(init="random", epochs=1), clips_dir=pack, pretrained=None,
                           checkpoint=tmp_path / "t.pt")
     assert math.isfinite(result.metrics["valid/mAP"]) and (tmp_path / "t.pt").is_file()
+
+
+def test_official_init_takes_the_encoder_size_from_the_checkpoint(tmp_path: Path) -> None:
+    """`init: official` with `preset: eat_base` and an eat_demo-sized file: the file decides (it used to fail
+    with "unexpected keys (120): blocks.10 ..." and no hint)."""
+    from audiopipe.models.eat import build as build_eat
+    from tests.models.test_eat import fairseq_encoder_keys
+
+    encoder = build_eat("eat_demo")
+    path = tmp_path / "EAT-demo_fairseq.pt"
+    torch.save({"model": fairseq_encoder_keys(encoder.state_dict(), None)}, path)
+    cfg = finetune_cfg(init="official", official_checkpoint=str(path), preset="eat_base")
+    tagger, kwargs = build_tagger(cfg, None, n_classes=3, sample_rate=16000)
+    assert kwargs["size"] == "eat_demo"
+    for name, value in encoder.state_dict().items():
+        torch.testing.assert_close(tagger.encoder.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_official_init_with_an_unknown_encoder_size_names_width_depth_and_presets(tmp_path: Path) -> None:
+    from audiopipe.models.eat.encoder import EATEncoder
+    from audiopipe.training.checkpoint import CheckpointError
+    from tests.models.test_eat import fairseq_encoder_keys
+
+    path = tmp_path / "odd.pt"
+    torch.save({"model": fairseq_encoder_keys(EATEncoder(64, 3, 4).state_dict(), None)}, path)
+    with pytest.raises(CheckpointError, match=r"width 64 and depth 3 matches no EAT preset; known: eat_demo \(96 x 2\)"):
+        build_tagger(finetune_cfg(init="official", official_checkpoint=str(path)), None, n_classes=3,
+                     sample_rate=16000)

@@ -76,8 +76,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"{path}: cannot write checkpoint ({err.strerror or err}); free disk space or "
-                              "choose another output folder, then rerun the stage (nothing was replaced)") from err
+        raise OSError(err.errno, f"{path}: cannot write checkpoint ({err.strerror or err}); free disk space or "
+                      "choose another output folder, then rerun the stage (nothing was replaced)") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -103,7 +103,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 "Load it only if you trust its source, and re-save it as a plain state dict."
             ) from err
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {text[:200]}); "
-                              "the file is truncated or not a torch checkpoint, delete it and rerun the stage") from err
+                              "the file is truncated or not a torch checkpoint; rerun the stage that wrote it "
+                              "(`dvc repro`), or pass another file") from err
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict payload, got {type(payload).__name__}")
     stored = payload.pop(CHECKSUM_KEY, None)  # files from other tools have none

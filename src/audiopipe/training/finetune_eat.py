@@ -110,15 +110,29 @@ def build_tagger(cfg: FinetuneEatConfig, pretrained: Path | None, n_classes: int
         tagger = _build_tagger(kwargs)
         load_state_dict_strict(tagger.encoder, payload["model"], source=str(pretrained))
         return tagger, kwargs
-    kwargs = _tagger_kwargs(cfg, cfg.preset, n_classes, sample_rate)
-    tagger = _build_tagger(kwargs)
     if cfg.init == "official":
         if not cfg.official_checkpoint:
-            raise ValueError("finetune_eat.init is 'official' but official_checkpoint is null")
-        from audiopipe.models.eat.checkpoint import load_official
+            raise ValueError("finetune_eat.init is 'official' but official_checkpoint is null: set it to the path "
+                             "of the EAT checkpoint (fairseq .pt or Hugging Face .bin/.safetensors)")
+        from audiopipe.models.eat.checkpoint import (
+            convert_state_dict,
+            encoder_preset_of,
+            load_official,
+            read_checkpoint,
+        )
 
-        load_official(tagger.encoder, cfg.official_checkpoint)  # encoder only: our class list differs
-    return tagger, kwargs
+        raw = read_checkpoint(cfg.official_checkpoint)
+        state = convert_state_dict(raw, cfg.official_checkpoint)
+        preset = encoder_preset_of(state, cfg.official_checkpoint)  # the file decides the size, not `preset`
+        if preset != cfg.preset:
+            log.info("finetune_eat: %s holds an %s encoder; using that preset (finetune_eat.preset %s is for "
+                     "init: random)", cfg.official_checkpoint, preset, cfg.preset)
+        kwargs = _tagger_kwargs(cfg, preset, n_classes, sample_rate)
+        tagger = _build_tagger(kwargs)
+        load_official(tagger.encoder, raw)  # encoder only: our class list differs
+        return tagger, kwargs
+    kwargs = _tagger_kwargs(cfg, cfg.preset, n_classes, sample_rate)
+    return _build_tagger(kwargs), kwargs
 
 
 def prior_baseline(train_targets: np.ndarray, valid_targets: np.ndarray) -> dict[str, float]:

@@ -124,6 +124,21 @@ def _subset(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.T
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
+def encoder_preset_of(state: Mapping[str, torch.Tensor], source: str) -> str:
+    """The `PRESETS` name whose width and depth match a converted state dict's encoder, or CheckpointError."""
+    from audiopipe.models.eat.encoder import PRESETS
+
+    if "encoder.patch_embed.proj.weight" not in state:
+        raise CheckpointError(f"{source}: no EAT encoder weights (encoder.patch_embed.proj.weight) in this file")
+    width = int(state["encoder.patch_embed.proj.weight"].shape[0])
+    depth = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"encoder\.blocks\.(\d+)\.", k))), default=-1)
+    for name, preset in PRESETS.items():
+        if preset["embed_dim"] == width and preset["depth"] == depth:
+            return name
+    sizes = ", ".join(f"{n} ({p['embed_dim']} x {p['depth']})" for n, p in PRESETS.items())
+    raise CheckpointError(f"{source}: encoder of width {width} and depth {depth} matches no EAT preset; known: {sizes}")
+
+
 def load_official(model: nn.Module, checkpoint: str | Path | Mapping[str, Any]) -> None:
     """Load an official EAT checkpoint (file or raw state dict) into our module, strictly.
 
