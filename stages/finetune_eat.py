@@ -32,12 +32,28 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+OFFICIAL_DIR = Path("models/official")  # a DVC dependency of this stage (dvc.yaml)
+
+
+def _check_official_location(path: Path) -> None:
+    """Refuse an official checkpoint outside models/official: DVC would not see it change, nor rerun the stage."""
+    if not path.is_file():
+        raise SystemExit(f"finetune_eat.official_checkpoint: {path} does not exist; download the EAT checkpoint "
+                         f"into {OFFICIAL_DIR}/ and set the path in params.yaml")
+    if OFFICIAL_DIR.resolve() not in path.resolve().parents:
+        raise SystemExit(f"finetune_eat.official_checkpoint: {path} is outside {OFFICIAL_DIR}/, which is this "
+                         f"stage's DVC dependency; move the file into {OFFICIAL_DIR}/ so that `dvc repro` reruns "
+                         "the stage when it changes")
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_params("finetune_eat", FinetuneEatConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
     pretrained = args.pretrained if cfg.init == "pretrained" else None
+    if cfg.init == "official" and cfg.official_checkpoint:
+        _check_official_location(Path(cfg.official_checkpoint))
     with stage_run("finetune_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = finetune_eat(cfg, clips_dir=args.clips, pretrained=pretrained, checkpoint=args.out / "eat_tagger.pt",
                               tracker=run)

@@ -45,6 +45,8 @@ def _closure(script: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
+        if str(path.relative_to(ROOT)).startswith(EXEMPT_PREFIXES):
+            continue  # tracking logs models and metrics; what it imports for that changes no stage output
         for module in _imported_modules(path):
             parts = module.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too

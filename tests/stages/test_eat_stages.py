@@ -77,3 +77,23 @@ def test_stage_help_explains_paths(capsys: pytest.CaptureFixture[str], monkeypat
         _run_stage("predict_teacher", ["--help"], monkeypatch)
     assert exit_info.value.code == 0
     assert "--checkpoints" in capsys.readouterr().out
+
+
+def test_official_eat_checkpoint_must_live_in_the_dvc_tracked_folder(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune_eat depends on models/official (dvc.yaml): a checkpoint elsewhere would change unseen by DVC."""
+    import runpy
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["finetune_eat"]["deps"]
+    assert "models/official" in deps and (ROOT / "models" / "official" / "README.md").is_file()
+    check = runpy.run_path(str(ROOT / "stages" / "finetune_eat.py"), run_name="stage")["_check_official_location"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "official").mkdir(parents=True)
+    inside, outside = tmp_path / "models" / "official" / "EAT.pt", tmp_path / "EAT.pt"
+    inside.write_bytes(b"x")
+    outside.write_bytes(b"x")
+    check(Path("models/official/EAT.pt"))  # accepted
+    with pytest.raises(SystemExit, match=r"EAT\.pt is outside models/official/, which is this stage's DVC dep"):
+        check(outside)
+    with pytest.raises(SystemExit, match="does not exist; download the EAT checkpoint into models/official/"):
+        check(Path("models/official/missing.pt"))
