@@ -14,6 +14,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import DownloadConfig, TrackingConfig, load_params
 from audiopipe.data.download import download
+from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     cfg = load_params("download", DownloadConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     counts = {

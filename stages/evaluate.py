@@ -15,6 +15,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_text_atomic
 from audiopipe.config import EvaluateConfig, TrackingConfig, load_params
 from audiopipe.evaluation.run import evaluate_pipeline, manifest_hash, metrics_json, split_metrics
+from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.mlflow import git_commit
 
@@ -37,6 +38,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     cfg = load_params("evaluate", EvaluateConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     provenance = {"git commit": git_commit() or "unknown",

@@ -15,6 +15,7 @@ from pathlib import Path
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import ResampleConfig, TrackingConfig, load_params
 from audiopipe.data.prepare import resample_dataset
+from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     cfg = load_params("resample", ResampleConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     with stage_run("resample", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:

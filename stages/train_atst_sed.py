@@ -14,6 +14,7 @@ from pathlib import Path
 
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import AtstSedConfig, TrackingConfig, load_params
+from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
@@ -40,6 +41,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     section = f"atst_stage{args.phase}"
     if args.phase == 2 and args.init is None:
         raise SystemExit("--phase 2 needs --init (phase 1's model.pt)")
