@@ -27,6 +27,27 @@ CURVE_STAGES = ("pretrain_eat", "finetune_eat", "distill_mobilenet", "distill_mo
                 "atst_stage2")
 
 
+def _crown_champions(metrics: dict, data: Path) -> None:
+    """MLflow Model Registry: alias `champion` on the best tagger (test mAP) and the best detector (test PSDS1 +
+    PSDS2 of the student) among the registered stage outputs; a registry that cannot be reached only warns."""
+    from audiopipe.tracking.outputs import registered_name
+    from audiopipe.tracking.pyfunc_model import crown_champions
+
+    nan = float("nan")
+    tagging, sed = metrics.get("tagging", {}), metrics.get("sed", {})
+    scores = {
+        "tagger": {registered_name(data / rel): (tagging.get(name) or {}).get("test/mAP", nan)
+                   for name, rel in TAGGERS.items()},
+        "detector": {registered_name(data / rel): sum((sed.get(f"{name} student") or {}).get(k, nan)
+                                                      for k in ("psds1", "psds2"))
+                     for name, rel in SED.items()},
+    }
+    try:
+        log.info("evaluate: MLflow champion aliases %s", crown_champions(scores) or "none (no registered models)")
+    except Exception as err:  # noqa: BLE001 - the registry is a convenience; the evaluation itself succeeded
+        log.warning("evaluate: could not set the MLflow champion aliases: %s", err)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
@@ -51,6 +72,8 @@ def main() -> None:
             stage_dirs={stage: args.data / stage for stage in CURVE_STAGES},
             params_yaml=args.params.read_text(),
         )
+        if tracking.enabled:
+            _crown_champions(result.metrics, args.data)
     summary, timings = split_metrics(result.metrics)
     write_text_atomic(args.out / "metrics.json", metrics_json(summary))  # the DVC metrics: a short set
     write_text_atomic(args.out / "results.json", metrics_json(result.metrics))  # every number, per model

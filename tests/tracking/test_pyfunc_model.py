@@ -119,3 +119,21 @@ def test_each_stage_output_gets_its_own_registered_name() -> None:
     assert registered_name(Path("data/distill_mobilenet_nokd/student.pt")) == "student_nokd"
     assert registered_name(Path("data/finetune_eat/eat_tagger.pt")) == "eat_tagger"
     assert registered_name(Path("data/atst_stage2/model.pt")) == "atst_stage2"
+
+
+def test_crown_champions_aliases_the_newest_version_of_the_best_model(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from audiopipe.tracking.pyfunc_model import CHAMPION, crown_champions
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          registry_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for name, versions in {"student": 2, "student_nokd": 1, "atst_stage2": 1}.items():
+        client.create_registered_model(name)
+        for _ in range(versions):
+            client.create_model_version(name, source=str(tmp_path))
+    crowned = crown_champions({"tagger": {"student": 0.61, "student_nokd": 0.55, "eat_tagger": 0.9},
+                               "detector": {"atst_stage1": float("nan"), "atst_stage2": 0.05}}, client=client)
+    # eat_tagger scores best but was never registered (e.g. tracking was off for that stage): next best wins
+    assert crowned == {"tagger": "student/2", "detector": "atst_stage2/1"}
+    assert int(client.get_model_version_by_alias("student", CHAMPION).version) == 2

@@ -136,3 +136,26 @@ def set_champion(name: str, version: str | int, client: Any = None) -> None:
 
         client = MlflowClient()
     client.set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def crown_champions(scores: dict[str, dict[str, float]], client: Any = None) -> dict[str, str]:
+    """For each group (e.g. "tagger", "detector") of `{registered name: score}`, point `champion` at the newest
+    version of the best-scoring registered model (NaN never wins; models never registered are skipped).
+    Returns {group: "name/version"} for the aliases set."""
+    import math
+
+    if client is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+    crowned: dict[str, str] = {}
+    for group, by_name in scores.items():
+        ranked = sorted(((v, n) for n, v in by_name.items() if not math.isnan(v)), reverse=True)
+        for _, name in ranked:
+            versions = client.search_model_versions(f"name='{name}'")
+            if versions:
+                newest = max(versions, key=lambda v: int(v.version))
+                set_champion(name, newest.version, client)
+                crowned[group] = f"{name}/{newest.version}"
+                break
+    return crowned
