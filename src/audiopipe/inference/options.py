@@ -4,42 +4,43 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from audiopipe.inference.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+Number = TypeVar("Number", int, float)
+
+
+def _checked(text: str, convert: Callable[[str], Number], expected: str, ok: Callable[[Number], bool],
+             rule: str) -> Number:
+    """Convert an argument with `convert`, then require `ok(value)`; argparse errors say `expected` / `rule`."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+    return value
 
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+    return _checked(text, float, "a number of seconds", lambda v: math.isfinite(v) and v > 0, "must be > 0")
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+    return _checked(text, int, "a whole number", lambda v: v >= 1, "must be at least 1")
 
 
 def probability(text: str) -> float:
     """argparse type: a threshold in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+    return _checked(text, float, "a probability", lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 
 
 def device_choice(text: str) -> str:
@@ -49,7 +50,7 @@ def device_choice(text: str) -> str:
     raise argparse.ArgumentTypeError(f"choose cpu, cuda, cuda:N or auto, got {text!r}")
 
 
-def resolve_device(flag: str):  # noqa: ANN201 - returns torch.device; torch is imported lazily
+def resolve_device(flag: str) -> torch.device:  # torch is imported lazily, below
     """`--device` value -> torch.device; CUDA asked for but missing is a one-line error naming the flag."""
     import torch
 
