@@ -267,7 +267,8 @@ class _Trainer:
         if self.resume_path is None or not self.resume_path.is_file():
             return False
         state = load_checkpoint(self.resume_path)
-        if state.get("format") != RESUME_FORMAT or state.get("resume_key") != self.resume_key:
+        if (state.get("format") != RESUME_FORMAT or state.get("resume_key") != self.resume_key
+                or set(state.get("extra_state", {})) != set(self.extra_state)):  # older code: other task state
             log.warning("%s was written for other settings; starting from scratch", self.resume_path)
             return False
         self.raw_model.load_state_dict(state["model"])

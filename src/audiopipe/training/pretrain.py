@@ -73,6 +73,20 @@ class _SpectrogramStep:
         return model(spectrogram)
 
 
+class _EpochLosses:
+    """Losses of the running epoch's optimizer steps; resumable (`fit(extra_state=...)`), so that a run resumed
+    from a resume file written inside an epoch still averages that epoch over all of its steps."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = list(state["values"])
+
+
 def _steps_per_epoch(n_items: int, batch_size: int, drop_last: bool) -> int:
     return n_items // batch_size if drop_last else math.ceil(n_items / batch_size)
 
@@ -104,17 +118,18 @@ def pretrain_eat(
     log.info("pretrain_eat: %d clips from %s, %s, %d optimizer steps", n_clips, [d.reader.path.name for d in datasets],
              cfg.preset, total)
 
-    epoch_losses: list[float] = []
+    epoch_losses = _EpochLosses()
 
     def on_metrics(metrics: dict[str, float], step: int) -> None:
         if "train/loss" in metrics:
-            epoch_losses.append(metrics["train/loss"])
+            epoch_losses.values.append(metrics["train/loss"])
         if tracker is not None:
             tracker.log_metrics(metrics, step)
 
     def evaluate(_: torch.nn.Module, epoch: int) -> dict[str, float]:
-        mean = sum(epoch_losses) / len(epoch_losses) if epoch_losses else math.nan
-        epoch_losses.clear()
+        losses = epoch_losses.values
+        mean = sum(losses) / len(losses) if losses else math.nan
+        losses.clear()
         return {"train/epoch_loss": mean}
 
     def ema_step(step: int) -> None:
@@ -124,7 +139,7 @@ def pretrain_eat(
         model, loader, _SpectrogramStep(frontend), optimizer, scheduler,
         epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, max_grad_norm=cfg.max_grad_norm,
         evaluate=evaluate, on_metrics=on_metrics, on_optimizer_step=ema_step, on_epoch_end=on_epoch_end,
-        resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"),
+        extra_state={"epoch_losses": epoch_losses}, resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"),
         resume_key=resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in datasets]),
         checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="pretrain_eat",
     )
