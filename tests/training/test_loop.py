@@ -111,6 +111,17 @@ def test_resume_file_with_other_settings_is_ignored(tmp_path: Path) -> None:
     assert len(history.steps) == 2  # trained again instead of resuming a finished run of other settings
 
 
+def test_resume_file_without_the_tasks_extra_state_is_ignored(tmp_path: Path) -> None:
+    """A resume file of older code, before the task resumed more state (pretrain_eat's epoch losses), restarts."""
+    model = nn.Linear(4, 1)
+    loader = make_loader(Toy(8), batch_size=4, shuffle=False, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    fit(model, loader, step, opt, epochs=1, resume_path=tmp_path / "r.pt", progress=False)
+    history = fit(model, loader, step, opt, epochs=1, resume_path=tmp_path / "r.pt", progress=False,
+                  extra_state={"best": BestTracker()})
+    assert len(history.steps) == 2
+
+
 def test_best_tracker_modes() -> None:
     tracker = BestTracker("max")
     assert tracker.update(0.5, 0) and not tracker.update(0.4, 1) and tracker.update(0.6, 2)
