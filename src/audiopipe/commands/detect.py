@@ -30,9 +30,9 @@ from audiopipe.inference.options import device_choice, positive_float, positive_
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
     from audiopipe.inference.checkpoints import InferenceModel
+    from audiopipe.models.protocols import SoundEventDetector
 
 DEFAULT_CHECKPOINT = Path("data/atst_stage2/model.pt")
 INTERMIXED = True
@@ -56,13 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device_choice, default="cpu", help="cpu | cuda | cuda:N | auto")
 
 
-def load_detector(path: Path, weights: str = "teacher") -> tuple[torch.nn.Module, InferenceModel]:
+def load_detector(path: Path, weights: str = "teacher") -> tuple[SoundEventDetector, InferenceModel]:
     """The SED model of a checkpoint (mean-teacher weights when asked and present); refuses other kinds."""
     from audiopipe.inference.checkpoints import load_for_inference, require_kind
 
     loaded = load_for_inference(path, weights=weights)
     require_kind(loaded, ("detector",))
-    return loaded.model.eval(), loaded
+    return loaded.detector().eval(), loaded
 
 
 class _FrameSums:
@@ -100,7 +100,7 @@ class _FrameSums:
 
 
 def frame_probabilities_blocks(
-    model: torch.nn.Module, blocks: Iterable[np.ndarray], *, window_s: float, hop_s: float, batch_size: int
+    model: SoundEventDetector, blocks: Iterable[np.ndarray], *, window_s: float, hop_s: float, batch_size: int
 ) -> tuple[np.ndarray, float]:
     """(C, N) probabilities on the model's frame grid and the duration (s) of a stream of mono blocks at the
     model's rate; overlapping windows are averaged. Memory: one window batch plus the (C, N) grid."""
@@ -142,7 +142,7 @@ def frame_probabilities_blocks(
 
 
 def frame_probabilities(
-    model: torch.nn.Module, waveform: np.ndarray, *, window_s: float, hop_s: float, batch_size: int
+    model: SoundEventDetector, waveform: np.ndarray, *, window_s: float, hop_s: float, batch_size: int
 ) -> np.ndarray:
     """(C, N) probabilities on the model's frame grid for an in-memory waveform at the model's rate."""
     return frame_probabilities_blocks(model, [waveform], window_s=window_s, hop_s=hop_s, batch_size=batch_size)[0]
@@ -180,7 +180,7 @@ def _checkpoint(args: argparse.Namespace) -> Path:
     return DEFAULT_CHECKPOINT
 
 
-def detect_file(path: Path, model: torch.nn.Module, loaded: InferenceModel, args: argparse.Namespace,
+def detect_file(path: Path, model: SoundEventDetector, loaded: InferenceModel, args: argparse.Namespace,
                 window_s: float) -> dict[str, Any]:
     """Events of one file (streamed when long) as the dict `--json` prints."""
     from audiopipe.inference.stream import LevelMeter, audio_blocks
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if args.list_classes:
         out.write("".join(f"{i}\t{name}\n" for i, name in enumerate(loaded.class_names)))
         return 0
-    model.to(device)
+    loaded.model.to(device)  # the module behind `model`
     window_s = args.window_s or float(loaded.postprocessing.get("clip_duration_s", 10.0))
     results, rows, failed = [], [], 0
     for path in args.files:

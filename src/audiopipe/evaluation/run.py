@@ -183,7 +183,9 @@ def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path],
         data.notes.append(f"{cfg.split}.h5 has no strong labels: SED metrics skipped")
     _curves(stage_dirs, out_dir, data)
     report = write_report(out_dir / "report.html", data)
-    metrics = {"tagging": tagging, "sed": sed, "missing": sorted(data.missing)}
+    # nested (section -> model -> metric) unlike the training tasks' flat TaskResult.metrics; stages/evaluate.py
+    # reads it by section
+    metrics: dict[str, Any] = {"tagging": tagging, "sed": sed, "missing": sorted(data.missing)}
     flat = {f"{_slug(model)}/{key}": value for section in (tagging, sed) for model, values in section.items()
             for key, value in values.items()}
     if tracker is not None:

@@ -15,8 +15,11 @@ from audiopipe.data.datasets import fit_length, read_clip
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.metrics.sed import SEDEvaluation, evaluate_sed
 from audiopipe.metrics.tagging import average_precision_per_class, tagging_metrics
-from audiopipe.models import build_model, load_model
+from audiopipe.models import load_model
 from audiopipe.models.complexity import count_macs, count_parameters
+from audiopipe.models.protocols import SoundEventDetector, WaveformTagger
+from audiopipe.models.sed import SEDModel
+from audiopipe.models.sed import build as build_sed_model
 from audiopipe.training.checkpoint import load_state_dict_strict
 from audiopipe.training.sed_validation import median_windows, reference_events
 
@@ -39,7 +42,7 @@ def check_classes(model_classes: list[str], reader: ClipReader, source: str) -> 
 
 
 @torch.no_grad()
-def tagging_scores(model: nn.Module, reader: ClipReader, duration_s: float, batch_size: int) -> np.ndarray:
+def tagging_scores(model: WaveformTagger, reader: ClipReader, duration_s: float, batch_size: int) -> np.ndarray:
     """Sigmoid probabilities (N, C) of a waveform→logits tagger over every clip of `reader`."""
     out = []
     for start in range(0, len(reader), batch_size):
@@ -51,19 +54,21 @@ def tagging_scores(model: nn.Module, reader: ClipReader, duration_s: float, batc
 def evaluate_tagger(checkpoint: Path, reader: ClipReader, duration_s: float, batch_size: int) -> dict[str, Any]:
     """Test metrics, per-class AP, pooled PR data and complexity of one tagging checkpoint."""
     model, payload = load_model(checkpoint)
+    if not isinstance(model, WaveformTagger):
+        raise TypeError(f"{checkpoint}: a '{payload['builder']}' model has no sample_rate; not a waveform tagger")
     check_classes(payload["class_names"], reader, str(checkpoint))
     targets = np.stack([reader.targets(i) for i in range(len(reader))])
     scores = tagging_scores(model, reader, duration_s, batch_size)
     metrics = {f"test/{k}": v for k, v in tagging_metrics(targets, scores).items()}
     ap = average_precision_per_class(targets, scores)
     per_class = {name: float(value) for name, value in zip(reader.class_names, ap) if np.isfinite(value)}
-    metrics.update(complexity(model, duration_s))
+    metrics.update(complexity(model, model.sample_rate, duration_s))
     return {"metrics": metrics, "per_class_ap": per_class, "targets": targets, "scores": scores}
 
 
-def complexity(model: nn.Module, duration_s: float = 10.0, repeats: int = 3) -> dict[str, float]:
-    """Parameters (M), GMACs and median CPU latency (ms) for one clip of `duration_s` seconds."""
-    clip = torch.zeros(1, int(model.sample_rate * duration_s))
+def complexity(model: nn.Module, sample_rate: int, duration_s: float = 10.0, repeats: int = 3) -> dict[str, float]:
+    """Parameters (M), GMACs and median CPU latency (ms) for one clip of `duration_s` seconds at `sample_rate`."""
+    clip = torch.zeros(1, int(sample_rate * duration_s))
     macs = count_macs(model, clip)
     timings = []
     with torch.no_grad():
@@ -76,20 +81,22 @@ def complexity(model: nn.Module, duration_s: float = 10.0, repeats: int = 3) -> 
             "cpu_latency_ms_10s": float(np.median(timings)) * 1000 * 10.0 / duration_s}
 
 
-def load_sed_models(checkpoint: Path) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+def load_sed_models(checkpoint: Path) -> tuple[dict[str, SEDModel], dict[str, Any]]:
     """The student and (when saved) the mean teacher of an ATST-SED stage checkpoint."""
-    student, payload = load_model(checkpoint)
+    student, payload = load_model(checkpoint, SEDModel)
     models = {"student": student}
     teacher_state = payload.get("mean_teacher")
     if teacher_state is not None:
-        teacher = build_model(payload["builder"], **payload["builder_kwargs"])
+        teacher = build_sed_model(payload["builder"], **payload["builder_kwargs"])  # the student's builder
         load_state_dict_strict(teacher, teacher_state, source=f"{checkpoint} (mean_teacher)")
         models["mean_teacher"] = teacher.eval()
     return models, payload
 
 
 @torch.no_grad()
-def sed_frame_scores(model: nn.Module, reader: ClipReader, duration_s: float, batch_size: int) -> dict[str, np.ndarray]:
+def sed_frame_scores(
+    model: SoundEventDetector, reader: ClipReader, duration_s: float, batch_size: int
+) -> dict[str, np.ndarray]:
     """clip id -> (C, T') frame probabilities of an SED model over every clip of `reader`."""
     scores: dict[str, np.ndarray] = {}
     for start in range(0, len(reader), batch_size):
@@ -106,7 +113,7 @@ def sed_median_windows(cfg: Any, payload: Mapping[str, Any], reader: ClipReader)
     return median_windows(saved or cfg.median_windows, len(reader.class_names))
 
 
-def evaluate_sed_model(model: nn.Module, payload: Mapping[str, Any], reader: ClipReader, cfg: Any,
+def evaluate_sed_model(model: SoundEventDetector, payload: Mapping[str, Any], reader: ClipReader, cfg: Any,
                        reference: Mapping[str, list[Event]]) -> tuple[SEDEvaluation, dict[str, np.ndarray]]:
     """Test metrics (PSDS1/2 threshold-free, event and intersection F1, frame AUC) and frame scores of one SED model.
 

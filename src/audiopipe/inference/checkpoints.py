@@ -31,6 +31,7 @@ from torch import nn
 
 from audiopipe.inference.classes import DESED_CLASSES, audioset_classes
 from audiopipe.inference.errors import UserError
+from audiopipe.models.protocols import SoundEventDetector
 
 KINDS = ("tagger", "detector", "encoder")
 SED_BUILDERS = ("sed_atst", "sed_eat", "sed_crnn")
@@ -55,6 +56,13 @@ class InferenceModel:
     mean_teacher: dict[str, torch.Tensor] | None = None  # SED: the other weight set, kept for `convert`
     student: dict[str, torch.Tensor] | None = None
     note: str = ""
+
+    def detector(self) -> SoundEventDetector:
+        """`model` typed as a sound event detector; a UserError when it is not one (check `kind` first)."""
+        if not isinstance(self.model, SoundEventDetector):
+            raise UserError(f"{self.source}: a {type(self.model).__name__} ({self.builder}) is not a sound event "
+                            "detector (no sample_rate / frame_rate_hz)", exit_code=2)
+        return self.model
 
 
 def read_raw(path: str | Path) -> dict[str, Any]:
@@ -150,6 +158,7 @@ def _strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, hin
 
 def _load_efficientat(raw: Mapping[str, Any], path: Path, model_name: str | None) -> InferenceModel:
     from audiopipe.models import build_model, dymn, mobilenet
+    from audiopipe.models.mobilenet.tagger import MelTagger
 
     state = _tensors(raw)
     name = efficientat_name(path, model_name)
@@ -160,6 +169,8 @@ def _load_efficientat(raw: Mapping[str, Any], path: Path, model_name: str | None
     builder = "dymn_tagger" if family is dymn else "mn_tagger"
     kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
     model = build_model(builder, **kwargs)
+    if not isinstance(model, MelTagger):  # mn_tagger / dymn_tagger: a mel front end + `net`
+        raise TypeError(f"{builder} built a {type(model).__name__}, not a MelTagger")
     _strict(model.net, state, path, f"the weights are not {name}: pass the right --model (e.g. mn10_as, dymn10_as)")
     names, note = _generic_names(int(kwargs["n_classes"]), path)
     return InferenceModel(model.eval(), "tagger", names, int(model.sample_rate), str(path), "efficientat",
@@ -215,7 +226,7 @@ def _median_windows(raw: Mapping[str, Any], n_classes: int) -> list[int]:
 
 
 def _load_atst_sed(raw: Mapping[str, Any], path: Path, weights: str) -> InferenceModel:
-    from audiopipe.models import atst, build_model
+    from audiopipe.models import atst, sed
 
     state = raw["state_dict"]
     student = _atst_sed_weights(state, "sed_student.")
@@ -231,7 +242,7 @@ def _load_atst_sed(raw: Mapping[str, Any], path: Path, weights: str) -> Inferenc
     extra = {} if shape == atst.PRESETS["atst_base"] else shape
     kwargs: dict[str, Any] = {"n_classes": n_classes, "encoder_preset": "atst_base", "encoder_kwargs": extra,
                               "rnn_hidden": rnn_hidden // 2}
-    model = build_model("sed_atst", **kwargs)
+    model = sed.build("sed_atst", **kwargs)
     _strict(model, chosen, path, "this ATST-SED checkpoint does not have the published CRNN layout")
     names = list(DESED_CLASSES) if n_classes == 10 else [f"class_{i}" for i in range(n_classes)]
     post = {"median_windows": _median_windows(raw, n_classes), "frame_rate_hz": float(model.frame_rate_hz),
@@ -274,7 +285,8 @@ def _load_ours(raw: Mapping[str, Any], path: Path, weights: str) -> InferenceMod
         if n_out is not None and len(names) != n_out:
             raise UserError(f"{path}: checkpoint problem: {len(names)} class names for {n_out} model outputs; "
                             "the file's class_names entry is wrong, re-export or convert it again")
-    sample_rate = int(raw.get("sample_rate") or getattr(model, "sample_rate", 16000))
+    saved_rate = raw.get("sample_rate")
+    sample_rate = int(saved_rate) if saved_rate else int(getattr(model, "sample_rate", 16000))
     post = dict(raw.get("postprocessing") or {})
     return InferenceModel(model.eval(), kind, names, sample_rate, str(path), "audiopipe", builder, kwargs, post,
                           mean_teacher=dict(teacher) if isinstance(teacher, Mapping) else None,

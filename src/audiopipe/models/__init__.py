@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 # prefix -> module that defines build(name, **kwargs) -> nn.Module
 _FAMILIES: dict[str, str] = {
@@ -33,8 +35,20 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return module.build(name, **kwargs)
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a final-model checkpoint written by the stages (strict load). Returns (model, payload)."""
+@overload
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]: ...
+
+
+@overload
+def load_model(path: str | Path, expected: type[ModuleT]) -> tuple[ModuleT, dict[str, Any]]: ...
+
+
+def load_model(path: str | Path, expected: type[nn.Module] = nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a final-model checkpoint written by the stages (strict load). Returns (model, payload).
+
+    `expected` (a model class such as `SEDModel`) types the result; a checkpoint of another builder is a TypeError
+    naming both, raised before any weights are loaded.
+    """
     import torch
 
     from audiopipe.training.checkpoint import check_state_dict, load_checkpoint, load_state_dict_strict
@@ -42,6 +56,9 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     payload = load_checkpoint(path)
     with torch.device("meta"):  # shapes only: a forged builder_kwargs (width_mult 400) must not allocate GBs
         skeleton = build_model(payload["builder"], **payload["builder_kwargs"])
+    if not isinstance(skeleton, expected):
+        raise TypeError(f"{path}: holds a '{payload['builder']}' model ({type(skeleton).__name__}), "
+                        f"not the {expected.__name__} expected here")
     check_state_dict(skeleton, payload["model"], source=str(path))
     model = build_model(payload["builder"], **payload["builder_kwargs"])
     load_state_dict_strict(model, payload["model"], source=str(path))

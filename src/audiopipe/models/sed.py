@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,9 @@ from audiopipe.models.sed_crnn import CNN, BidirectionalGRU, strong_weak_heads
 from audiopipe.models.sed_encoders import ATSTFrameEncoder, EATFrameEncoder, FrameEncoder, load_eat_encoder_weights
 from audiopipe.models.sed_frontend import SEDMelFrontEnd
 
-__all__ = ["ATSTFrameEncoder", "EATFrameEncoder", "FrameEncoder", "SEDModel", "build", "resample_frames"]
+__all__ = [
+    "ATSTFrameEncoder", "EATFrameEncoder", "FrameEncoder", "SEDModel", "as_sed_model", "build", "resample_frames",
+]
 
 ATST_SED_CHANNELS = (16, 32, 64, 128, 128, 128, 128)
 RESAMPLE_MODES = ("adaptive_avg", "linear")
@@ -107,6 +109,14 @@ class SEDModel(nn.Module):
         """The fused frame encoder (registered under its own `module_name`), or None."""
         return None if self.encoder_name is None else self.get_submodule(self.encoder_name)
 
+    @property
+    def frame_encoder(self) -> FrameEncoder | None:
+        """`encoder` typed as the `FrameEncoder` the constructor checked it to be, or None."""
+        encoder = self.encoder
+        if encoder is not None and not isinstance(encoder, FrameEncoder):
+            raise TypeError(f"{type(encoder).__name__} registered as the encoder is not a FrameEncoder")
+        return encoder
+
     def freeze_encoder(self, frozen: bool = True) -> SEDModel:
         """Switch `requires_grad` of every encoder parameter; a fully frozen encoder runs without autograd."""
         if self.encoder is None:
@@ -133,9 +143,16 @@ class SEDModel(nn.Module):
         return strong_weak_heads(x, self.dense, self.dense_softmax)
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        encoder = cast("FrameEncoder | None", self.encoder)
+        encoder = self.frame_encoder
         frames = None if encoder is None else encoder.frame_features(waveform)
         return self.forward_features(self.mel_spec(waveform), frames)
+
+
+def as_sed_model(module: nn.Module, what: str = "model") -> SEDModel:
+    """`module` typed as an `SEDModel`, or a TypeError naming what it is (e.g. a tagger checkpoint given to SED)."""
+    if not isinstance(module, SEDModel):
+        raise TypeError(f"{what} is a {type(module).__name__}, not an SED model (sed_crnn / sed_atst / sed_eat)")
+    return module
 
 
 def _atst_encoder(preset: str, checkpoint: str | Path | None, top_db_scope: str, **kwargs: Any) -> nn.Module:
