@@ -10,7 +10,7 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ TRAIN_CURVE = "train_curve.csv"
 VALID_CURVE = "valid_curve.csv"
 
 
-def _write_csv_atomic(path: Path, rows: list[Mapping[str, Any]], first: str) -> None:
+def _write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]], first: str) -> None:
     columns = [first] + sorted({key for row in rows for key in row} - {first})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
@@ -36,7 +36,8 @@ def _write_csv_atomic(path: Path, rows: list[Mapping[str, Any]], first: str) -> 
 
 def split_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """Separate per-step rows (they carry `train/...` metrics) from per-epoch rows (validation metrics)."""
-    steps, epochs = [], []
+    steps: list[Mapping[str, Any]] = []
+    epochs: list[Mapping[str, Any]] = []
     for row in rows:
         (steps if any(str(key).startswith("train/") for key in row) else epochs).append(row)
     return steps, epochs
@@ -44,6 +45,8 @@ def split_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any
 
 def write_curves(out_dir: Path, history: History | Iterable[Mapping[str, Any]]) -> list[Path]:
     """Write the per-step and per-epoch curves of a `History` (or of a `TaskResult.history` row list)."""
+    steps: Sequence[Mapping[str, Any]]
+    epochs: Sequence[Mapping[str, Any]]
     if isinstance(history, History):
         steps, epochs = list(history.steps), list(history.epochs)
     else:

@@ -32,7 +32,7 @@ from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader
 from audiopipe.models import build_model
-from audiopipe.models.sed import SEDModel
+from audiopipe.models.sed import SEDModel, as_sed_model
 from audiopipe.models.sed_encoders import AugmentableFrameEncoder
 from audiopipe.training.checkpoint import file_sha256, load_checkpoint, load_state_dict_strict, save_checkpoint
 from audiopipe.training.distributed import resolve_device
@@ -77,12 +77,12 @@ def _build(
                 encoder_kwargs=dict(cfg.encoder_kwargs),
                 encoder_checkpoint=encoder_checkpoint,
             )
-        return build_model(cfg.model, **kwargs), None  # type: ignore[return-value]
+        return as_sed_model(build_model(cfg.model, **kwargs), f"model '{cfg.model}'"), None
     assert init_checkpoint is not None  # checked by train_atst_sed
     payload = load_checkpoint(init_checkpoint)
-    model = build_model(payload["builder"], **payload["builder_kwargs"])
+    model = as_sed_model(build_model(payload["builder"], **payload["builder_kwargs"]), f"{init_checkpoint}'s model")
     load_state_dict_strict(model, payload["model"], source=str(init_checkpoint))
-    return model, payload  # type: ignore[return-value]
+    return model, payload
 
 
 def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float,

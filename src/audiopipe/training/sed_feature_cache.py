@@ -17,10 +17,7 @@ published setting is off.
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
-from torch import nn
 
 from audiopipe.models.sed import SEDModel, resample_frames
 from audiopipe.models.sed_encoders import FrameEncoder
@@ -57,13 +54,15 @@ class ClipFeatureCache:
         self, model: SEDModel, audio: torch.Tensor, keys: list[Key], shifts: list[int], n_frames: int
     ) -> torch.Tensor:
         """Unshifted clips (B, T), keys and shifts -> frozen-encoder frames (B, T', D), computed in eval mode."""
-        encoder = cast(nn.Module, model.encoder)
+        encoder = model.encoder
+        if not isinstance(encoder, FrameEncoder):
+            raise ValueError("encoder frames are cached only for a model with a frame encoder (sed_atst, sed_eat)")
         missing = [i for i, key in enumerate(keys) if key not in self.frames]
         if missing:
             was_training = encoder.training
             encoder.eval()
             with torch.no_grad():
-                fresh = cast(FrameEncoder, encoder).frame_features(audio[missing])
+                fresh = encoder.frame_features(audio[missing])
                 fresh = resample_frames(fresh, n_frames, model.encoder_pool)
             encoder.train(was_training)
             self.frames.update({keys[i]: f for i, f in zip(missing, fresh)})

@@ -10,7 +10,7 @@ inputs come from `audiopipe.training.sed_feature_cache`.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from audiopipe.audio.augment import GroupMix, freq_warp, group_mixup_params, mix
 from audiopipe.config import AtstSedConfig
 from audiopipe.data.sed_batches import subset_masks
 from audiopipe.losses.sed import consistency_mse, consistency_weight, ict_consistency, strong_bce, weak_bce
-from audiopipe.models.sed import SEDModel
+from audiopipe.models.sed import SEDModel, as_sed_model
 from audiopipe.models.sed_encoders import AugmentableFrameEncoder
 from audiopipe.training.ema import EMA
 from audiopipe.training.sed_feature_cache import ClipFeatureCache
@@ -78,6 +78,7 @@ class SEDStep:
         self, cfg: AtstSedConfig, phase: int, teacher: EMA, generator: torch.Generator, rampup_steps: int
     ) -> None:
         self.cfg, self.phase, self.teacher, self.generator = cfg, phase, teacher, generator
+        self.mean_teacher = as_sed_model(teacher.module, "the mean teacher")  # the EMA's copy, updated in place
         self.rampup_steps = rampup_steps
         self.step = 0  # optimizer steps taken (fit's on_optimizer_step keeps it current)
         self.cache = ClipFeatureCache() if cfg.cache_features else None
@@ -97,7 +98,7 @@ class SEDStep:
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(student frames, teacher frames); the teacher's are None when it shares the student's frozen
         encoder on the same input (stage 1)."""
-        cfg, encoder = self.cfg, raw.encoder
+        cfg, encoder = self.cfg, raw.frame_encoder
         if encoder is None:
             return None, None
         if not isinstance(encoder, AugmentableFrameEncoder):  # checked in train_atst_sed: no encoder augmentation
@@ -105,7 +106,9 @@ class SEDStep:
             if self.phase == 1:
                 return frames, None
             with torch.no_grad():  # stage 2: the teacher's own (EMA) encoder
-                return frames, self.teacher.module.encoder.frame_features(audio)
+                teacher_encoder = self.mean_teacher.frame_encoder
+                assert teacher_encoder is not None  # a copy of the student's
+                return frames, teacher_encoder.frame_features(audio)
         linear = encoder.linear_input(audio)
         student_linear = mix_groups(linear, draws) if cfg.mixup_encoder_input else linear
         # one coin for the batch; when it fires, every group of the student and (stage 2) of the teacher input is
@@ -118,7 +121,8 @@ class SEDStep:
         if self.phase == 1:
             return frames, None
         teacher_linear = linear if cfg.consistency == "ict" else student_linear
-        teacher_encoder = cast(AugmentableFrameEncoder, self.teacher.module.encoder)
+        teacher_encoder = self.mean_teacher.frame_encoder
+        assert isinstance(teacher_encoder, AugmentableFrameEncoder)  # a copy of the student's
         teacher_in = encoder.input_from_linear(teacher_linear)
         if warp:
             teacher_in = _warp_groups(teacher_in, subset, encoder, self.generator)
@@ -126,7 +130,7 @@ class SEDStep:
             return frames, teacher_encoder.frames_from_input(teacher_in)
 
     def __call__(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        cfg, raw = self.cfg, cast(SEDModel, getattr(model, "module", model))
+        cfg, raw = self.cfg, as_sed_model(getattr(model, "module", model), "the trained model")
         samples_per_frame = int(round(raw.sample_rate / raw.frame_rate_hz))
         subset = batch["subset"]
         audio, strong, shifts = _frame_shift(
@@ -145,6 +149,7 @@ class SEDStep:
             student_mel = spec_mask(
                 mixed_mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames, generator=self.generator
             )
+        frames: torch.Tensor | None  # (B, T_enc, D) encoder frames; None without an encoder
         if self.cache is not None and self.cache_frames and raw.encoder is not None:
             frames, t_frames = self.cache.encoder_frames(raw, batch["audio"], keys, shifts, strong.shape[-1]), None
         else:
@@ -153,7 +158,7 @@ class SEDStep:
         ict = cfg.consistency == "ict" and bool(draws)
         with torch.no_grad():
             # teacher BN/dropout in train mode: this forward updates the teacher's own BN statistics (spec §4.4)
-            teacher = self.teacher.module.train()
+            teacher = self.mean_teacher.train()
             teacher_mel = raw.mel_spec.normalize(sed_linear) if ict else mixed_mel
             t_frames = frames if t_frames is None else t_frames
             t_strong, t_weak = teacher.forward_features(teacher_mel, None if t_frames is None else t_frames.detach())

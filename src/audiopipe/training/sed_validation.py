@@ -21,6 +21,7 @@ from audiopipe.config import AtstSedConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import UNLABELLED, SEDClipDataset
+from audiopipe.models.sed import as_sed_model
 
 Event = tuple[float, float, str]
 
@@ -151,7 +152,7 @@ def evaluate_split(
             truth,
             durations,
             class_names=names,
-            frame_rate_hz=float(model.frame_rate_hz),
+            frame_rate_hz=as_sed_model(model, name).frame_rate_hz,
             median_windows=windows,
             operating_points=operating_points,
         )
