@@ -132,7 +132,7 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {_short(value)}")
         return dict(value)
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return from_dict(annotation, value, where)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

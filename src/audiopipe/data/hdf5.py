@@ -91,14 +91,14 @@ def decode_mp3(data: bytes, sample_rate: int, num_samples: int) -> np.ndarray:
     """Decode mp3 bytes in-process (PyAV) to mono float32 `(num_samples,)` at `sample_rate`."""
     import av  # lazy: only mp3 packs need it
 
-    chunks = []
+    chunks: list[np.ndarray] = []
     with av.open(io.BytesIO(data), mode="r", format="mp3") as container:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
+            for piece in resampler.resample(frame):
+                chunks.append(piece.to_ndarray().reshape(-1))
+        for piece in resampler.resample(None):
+            chunks.append(piece.to_ndarray().reshape(-1))
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     out = np.zeros(num_samples, dtype=np.float32)
     n = min(num_samples, audio.shape[0])

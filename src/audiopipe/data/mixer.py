@@ -127,7 +127,7 @@ def segment_events(
     if level.max() < -90:  # digital silence
         return []
     regions: list[list[int]] = []
-    for i in np.flatnonzero(active):
+    for i in np.flatnonzero(active).tolist():  # frame indices as Python ints
         if regions and (i - regions[-1][1]) * hop <= merge_gap_s * sample_rate:
             regions[-1][1] = i + 1
         else:

@@ -43,7 +43,8 @@ def _is_temp(path: Path) -> bool:
 
 def _scan(src_root: Path) -> tuple[list[Path], list[Path]]:
     """(audio files, metadata files) under `src_root`, relative, sorted; hidden files are skipped."""
-    audio, meta = [], []
+    audio: list[Path] = []
+    meta: list[Path] = []
     for path in sorted(src_root.rglob("*")):
         rel = path.relative_to(src_root)
         if not path.is_file() or any(part.startswith(".") for part in rel.parts) or rel.name == REJECTS_FILE:

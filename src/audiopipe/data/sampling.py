@@ -34,5 +34,8 @@ def weighted_sampler(targets: np.ndarray, *, num_samples: int | None = None, see
     weights = tag_sample_weights(targets)
     generator = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double), num_samples or len(weights), replacement=True, generator=generator
+        torch.as_tensor(weights, dtype=torch.double),  # type: ignore[arg-type]  # torch's stub says Sequence[float]
+        num_samples or len(weights),
+        replacement=True,
+        generator=generator,
     )

@@ -158,7 +158,7 @@ class MixedBatchDataset(Dataset):
     """
 
     def __init__(self, datasets: Sequence[SEDClipDataset]) -> None:
-        self.concat = ConcatDataset(list(datasets))
+        self.concat: ConcatDataset[dict[str, Any]] = ConcatDataset(list(datasets))
 
     def __len__(self) -> int:
         return len(self.concat)

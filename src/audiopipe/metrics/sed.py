@@ -27,12 +27,16 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.ndimage import median_filter
 
 from audiopipe.data.labels import decode_frames
+
+if TYPE_CHECKING:
+    from psds_eval import PSDSEval
 
 GroundTruth = Mapping[str, Sequence[tuple[float, float, str]]]
 THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.arange(1 / 100, 1, 1 / 50))  # 50 operating points
@@ -81,7 +85,9 @@ def frame_boundaries(n_frames: int, frame_rate_hz: float, duration_s: float) -> 
     return np.minimum(np.arange(n_frames + 1) / frame_rate_hz, duration_s)
 
 
-def scores_dataframe(scores: np.ndarray, *, frame_rate_hz: float, class_names: Sequence[str], duration_s: float):
+def scores_dataframe(
+    scores: np.ndarray, *, frame_rate_hz: float, class_names: Sequence[str], duration_s: float
+) -> pd.DataFrame:
     """sed_scores_eval score DataFrame (onset, offset, one column per class) from (C, T) scores."""
     from sed_scores_eval.base_modules.scores import create_score_dataframe
 
@@ -201,7 +207,7 @@ def _auc(x: np.ndarray, y: np.ndarray, max_x: float | None = None, decreasing_y:
     return float(np.sum(np.diff(_x[valid]) * _y[valid][:-1]))
 
 
-def _psds_eval(scenario: PSDSScenario, ground_truth: GroundTruth, durations: Mapping[str, float]):
+def _psds_eval(scenario: PSDSScenario, ground_truth: GroundTruth, durations: Mapping[str, float]) -> PSDSEval:
     from psds_eval import PSDSEval
 
     class CompatPSDSEval(PSDSEval):

@@ -254,6 +254,7 @@ def build_realmix(
         for k in range(counts.get(split, 0)):
             rng = np.random.default_rng([seed, SPLITS.index(split), k])
             clip_id = f"{split}_{k:05d}"
+            events: list[tuple[float, float, str]]  # (onset_s, offset_s, label)
             if split == "weak":
                 fg = _pick_events(pool[side], rng, 1, int(4 * sample_rate))[0]
                 audio, events, sources = normalise_rms(fg.audio, -20.0), [], [fg.source_id]
@@ -273,9 +274,10 @@ def build_realmix(
             path = f"audio/{split}/{clip_id}.wav"
             save_audio(folder / path, audio, sample_rate)
             licences = sorted({r.licence for r in recordings if r.key in set(sources)})
-            meta = {"source": "; ".join(sources), "licence": "; ".join(licences), "sha256": sha256_file(folder / path)}
             duration = round(audio.shape[0] / sample_rate, 4)
-            clips.append(Clip(clip_id, path, split, labels, tuple(events), duration_s=duration, **meta))
+            clips.append(Clip(clip_id, path, split, labels, tuple(events), duration_s=duration,
+                              source="; ".join(sources), licence="; ".join(licences),
+                              sha256=sha256_file(folder / path)))
     write_metadata(folder, clips, REALMIX_CLASSES)
     return clips
 
@@ -294,6 +296,7 @@ def _cached_recordings(cache_dir: Path, sample_rate: int) -> list[Recording]:
     recordings = extract_recordings(debs, sample_rate)
     meta = json.dumps([[r.key, r.label, r.group, r.licence] for r in recordings])
     tmp = cached.with_suffix(".tmp.npz")
-    np.savez(tmp, meta=np.array(meta), **{f"a{i}": r.audio for i, r in enumerate(recordings)})
+    arrays = {f"a{i}": r.audio for i, r in enumerate(recordings)}
+    np.savez(tmp, meta=np.array(meta), **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds to allow_pickle
     tmp.replace(cached)
     return recordings
