@@ -91,3 +91,26 @@ def test_a_full_disk_while_saving_names_the_checkpoint_and_leaves_no_temp_file(
         save_checkpoint(tmp_path / "out" / "model.pt", {"model": {"w": torch.ones(2)}})
     assert err.value.errno == errno.ENOSPC
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_cli_refuses_a_corrupted_or_forged_checkpoint_in_one_line(tmp_path: Path) -> None:
+    """`audiopipe tag` reads checkpoints through its own loader: the same two checks must hold there."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    audio = tmp_path / "clip.wav"
+    sf.write(audio, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype("float32"), 16000)
+    corrupted, weight = _student_checkpoint(tmp_path / "corrupted.pt")
+    _flip(corrupted, weight.contiguous().view(torch.uint8).numpy().tobytes()[:64], 16)
+    forged, _ = _student_checkpoint(tmp_path / "forged.pt")
+    payload = load_checkpoint(forged)
+    payload["builder_kwargs"]["width_mult"] = 400.0
+    save_checkpoint(forged, payload)
+    for path, message in ((corrupted, "checkpoint is corrupted"), (forged, "does not match")):
+        proc = subprocess.run([sys.executable, "-m", "audiopipe.cli", "tag", str(audio), "--checkpoint", str(path)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and proc.stdout == ""

@@ -95,7 +95,18 @@ def read_raw(path: str | Path) -> dict[str, Any]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, Mapping):
         raise UserError(f"{path}: holds a {type(payload).__name__}, not a checkpoint mapping")
-    return dict(payload)
+    return _verified(dict(payload), path)
+
+
+def _verified(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Our checkpoints carry a checksum of their content (training.checkpoint); check it and drop it."""
+    from audiopipe.training.checkpoint import CHECKSUM_KEY, payload_digest
+
+    stored = payload.pop(CHECKSUM_KEY, None)
+    if stored is not None and stored != payload_digest(payload):
+        raise UserError(f"{path}: checkpoint is corrupted (its weights do not match the checksum written with them); "
+                        "restore it from a backup or `dvc pull`, or rerun the stage that wrote it")
+    return payload
 
 
 def _tensors(mapping: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -146,11 +157,13 @@ def _generic_names(n: int, path: Path) -> tuple[list[str], str]:
     return [f"class_{i}" for i in range(n)], f"{path}: {n} outputs (not AudioSet's 527): classes shown as class_<i>"
 
 
-def _strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, hint: str) -> None:
-    from audiopipe.training.checkpoint import CheckpointError, load_state_dict_strict
+def _strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, hint: str,
+            check_only: bool = False) -> None:
+    """Load `state` strictly (or only compare keys and shapes, e.g. on a meta model); UserError on a mismatch."""
+    from audiopipe.training.checkpoint import CheckpointError, check_state_dict, load_state_dict_strict
 
     try:
-        load_state_dict_strict(model, dict(state), source=str(path))
+        (check_state_dict if check_only else load_state_dict_strict)(model, dict(state), source=str(path))
     except CheckpointError as err:
         first = str(err).split("; check that")[0]
         raise UserError(f"{first}; {hint}") from err
@@ -267,6 +280,13 @@ def _load_ours(raw: Mapping[str, Any], path: Path, weights: str) -> InferenceMod
     from audiopipe.models import build_model
 
     builder, kwargs = str(raw["builder"]), dict(raw.get("builder_kwargs") or {})
+    try:
+        with torch.device("meta"):  # shapes first: forged builder_kwargs (width_mult 400) must not allocate GBs
+            skeleton = build_model(builder, **kwargs)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: cannot rebuild model '{builder}' ({err}); the checkpoint is from another "
+                        "audiopipe version or was edited") from err
+    _strict(skeleton, raw["model"], path, "the checkpoint does not fit the model it names", check_only=True)
     try:
         model = build_model(builder, **kwargs)
     except (KeyError, TypeError, ValueError) as err:
