@@ -565,7 +565,8 @@ CASES: list[Case] = [
          CheckpointError, r"student\.pt: .*0\.weight: checkpoint \(5, 2\) vs model \(3, 2\); check that"),
     Case("checkpoint_with_pickled_code", _pickled_code, CheckpointError,
          r"downloaded\.pt: refused to load.*pickled Python objects.*re-save it as a plain state dict"),
-    Case("truncated_checkpoint", _truncated_checkpoint, CheckpointError, r"eat\.pt: cannot read checkpoint.*rerun the stage that wrote it"),
+    Case("truncated_checkpoint", _truncated_checkpoint, CheckpointError,
+         r"eat\.pt: cannot read checkpoint.*rerun the stage that wrote it"),
     # params
     Case("params_unknown_key", _params(lambda s: s.update(sample_rat=16000)), ConfigError,
          r"params\.yaml:resample: unknown key\(s\) \['sample_rat'\]; allowed keys are"),

@@ -39,7 +39,9 @@ def _die_after(epoch: int) -> Callable[[int, dict[str, float]], None]:
     return on_epoch_end
 
 
-def _first_call_wins(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, key: str, good: float, bad: float) -> None:
+def _first_call_wins(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, key: str, good: float, bad: float
+) -> None:
     """Patch `module.name` so that its first call in this run reports `key = good` and every later call `bad`."""
     real = getattr(module, name)
     calls = {"n": 0}

@@ -140,7 +140,8 @@ def test_links_leaving_the_target_are_refused(tmp_path: Path, link: tarfile.TarI
 
 def test_fifo_metadata_does_not_hang_the_download(tmp_path: Path) -> None:
     """`meta/esc50.csv` as a pipe: round one's download blocked forever opening it."""
-    archive = _tar(tmp_path / "esc50.tar.gz", _esc50_members((_info("ESC-50-master/meta/esc50.csv", tarfile.FIFOTYPE), None)))
+    fifo = _info("ESC-50-master/meta/esc50.csv", tarfile.FIFOTYPE)
+    archive = _tar(tmp_path / "esc50.tar.gz", _esc50_members((fifo, None)))
     outcome: list[BaseException | None] = []
 
     def run() -> None:

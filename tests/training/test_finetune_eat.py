@@ -149,6 +149,7 @@ def test_official_init_with_an_unknown_encoder_size_names_width_depth_and_preset
 
     path = tmp_path / "odd.pt"
     torch.save({"model": fairseq_encoder_keys(EATEncoder(64, 3, 4).state_dict(), None)}, path)
-    with pytest.raises(CheckpointError, match=r"width 64 and depth 3 matches no EAT preset; known: eat_demo \(96 x 2\)"):
+    message = r"width 64 and depth 3 matches no EAT preset; known: eat_demo \(96 x 2\)"
+    with pytest.raises(CheckpointError, match=message):
         build_tagger(finetune_cfg(init="official", official_checkpoint=str(path)), None, n_classes=3,
                      sample_rate=16000)

@@ -97,7 +97,8 @@ def _folder_rows(table: Path) -> list[tuple[str, str, tuple[str, ...]]]:
             raise DownloadError(f"{table}:{lineno}: expected filename<TAB>split<TAB>labels, got {line[:200]!r}")
         name, split, labels = cells
         parts = PurePosixPath(name.replace("\\", "/")).parts
-        if not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts or parts[-1] == ".":
+        outside = name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts
+        if not parts or outside or parts[-1] == ".":
             raise DownloadError(
                 f"{table}:{lineno}: filename {name[:200]!r} is not a path inside {table.parent}; "
                 "fix the row to name a file below that folder (no '..', no absolute path)"
