@@ -180,7 +180,8 @@ def make_loader(
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": _numpy_state_to_tensors(np.random.get_state()),
+        # numpy's stub types get_state() as the dict of legacy=False; the default (legacy=True) is MT19937's tuple
+        "numpy": _numpy_state_to_tensors(np.random.get_state()),  # type: ignore[arg-type]
         "python": _python_state_to_tensors(random.getstate()),
     }
     if torch.cuda.is_available():
