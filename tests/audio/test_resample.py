@@ -94,3 +94,50 @@ def test_bad_inputs_raise_with_reason_and_write_nothing(tmp_path: Path, make, re
         resample_file(src, dst, TARGET)
     assert err.value.reason == reason and "bad.wav" in str(err.value)
     assert not dst.exists() and not (dst.parent.exists() and list(dst.parent.iterdir()))
+
+
+def test_a_wav_already_at_the_target_format_is_copied_without_ffmpeg(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same samples as the ffmpeg path, but no ffmpeg process (realmix writes 16 kHz mono PCM16 already)."""
+    from audiopipe.audio import resample as module
+
+    samples = (np.random.default_rng(0).standard_normal(16_000 * 3) * 3000).astype(np.int16)
+    src = tmp_path / "clip.wav"
+    sf.write(src, samples, 16_000, subtype="PCM_16")
+    via_ffmpeg = tmp_path / "ffmpeg.wav"
+    module._decode(src, 16_000, via_ffmpeg, None)  # what resample_file did for every file before
+
+    def no_ffmpeg(*_: object, **__: object) -> None:
+        raise AssertionError("ffmpeg was started for a file that needs no conversion")
+
+    monkeypatch.setattr(module.subprocess, "Popen", no_ffmpeg)
+    assert resample_file(src, tmp_path / "out.wav", 16_000) == 3.0
+    copied, rate = sf.read(tmp_path / "out.wav", dtype="int16")
+    assert rate == 16_000 and np.array_equal(copied, samples)
+    assert np.array_equal(copied, sf.read(via_ffmpeg, dtype="int16")[0])
+    sf.write(src, np.zeros(16_000, dtype=np.int16), 16_000, subtype="PCM_16")  # same checks as the ffmpeg path
+    with pytest.raises(AudioDecodeError, match="silent"):
+        resample_file(src, tmp_path / "silent.wav", 16_000)
+    assert not (tmp_path / "silent.wav").exists()
+
+
+def test_a_full_disk_while_copying_leaves_the_earlier_output_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from audiopipe.audio import resample as module
+
+    src, dst = tmp_path / "clip.wav", tmp_path / "out" / "clip.wav"
+    sf.write(src, _tone(16_000), 16_000, subtype="PCM_16")
+    dst.parent.mkdir()
+    dst.write_bytes(b"an earlier, complete file")
+
+    def full(source: object, target: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(module.shutil, "copyfile", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        resample_file(src, dst, 16_000)
+    assert dst.read_bytes() == b"an earlier, complete file" and sorted(p.name for p in dst.parent.iterdir()) == [
+        "clip.wav"]

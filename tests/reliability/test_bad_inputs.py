@@ -418,7 +418,7 @@ def _full_save_audio(ws: Workspace) -> str:
 
 def _full_resample_file(ws: Workspace) -> str:
     src = ws.root / "in.wav"
-    sf.write(src, _tone(), RATE)
+    sf.write(src, _tone(), RATE * 2)  # needs resampling, so ffmpeg runs (a wav already at RATE is only copied)
     target = ws.keep(ws.root / "out" / "in.wav", b"RIFF an earlier, complete file")
     # ffmpeg writes the wav itself: stand in for it with a program that writes half a file to its output
     # path (the argument after "-f wav") and fails the way ffmpeg does on a full disk

@@ -2,7 +2,8 @@
 
 `resample_file(src, dst, sample_rate)` turns any container/codec/rate/channel layout that ffmpeg reads into
 a mono PCM16 wav at `sample_rate`, written atomically (temporary file + rename) by ffmpeg itself and checked
-as it streams, so memory does not grow with the file's length. Inputs that cannot be used raise
+as it streams, so memory does not grow with the file's length; a file that already is such a wav is copied
+without starting ffmpeg (the same samples, ~20 ms less per file). Inputs that cannot be used raise
 `AudioDecodeError` whose `reason` is one of `REJECT_REASONS`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from math import gcd
@@ -166,6 +168,31 @@ def decode_resampled(src: str | Path, sample_rate: int) -> np.ndarray:
     return np.clip(np.concatenate(chunks), -1.0, 1.0)
 
 
+def _copy_if_already_there(src: Path, sample_rate: int, tmp: Path) -> int | None:
+    """A mono PCM16 wav already at `sample_rate` (what realmix writes): the same checks as the ffmpeg path on its
+    samples, then a plain copy (ffmpeg would write the same samples, one process per file slower). None when the
+    file is anything else, so that ffmpeg handles it."""
+    if src.suffix.lower() != ".wav" or not src.is_file() or src.stat().st_size == 0:
+        return None
+    try:
+        info = sf.info(str(src))
+    except (RuntimeError, sf.LibsndfileError):
+        return None
+    if (info.format, info.subtype, info.channels, info.samplerate) != ("WAV", "PCM_16", 1, int(sample_rate)):
+        return None
+    samples, audible = 0, False
+    with sf.SoundFile(str(src)) as reader:
+        for block in reader.blocks(blocksize=1 << 18, dtype="int16"):
+            samples += block.shape[0]
+            audible = audible or bool(np.any(block))
+    if samples == 0:
+        raise AudioDecodeError(src, "zero duration", "0 samples after decoding")
+    if not audible:
+        raise AudioDecodeError(src, "silent", "every sample is zero (a broken export?)")
+    shutil.copyfile(src, tmp)  # OSError (e.g. ENOSPC) names the file, as ffmpeg's failure does
+    return samples
+
+
 def resample_file(src: str | Path, dst: str | Path, sample_rate: int) -> float:
     """Convert `src` to a mono PCM16 wav `dst` at `sample_rate`, atomically. Returns the duration in seconds.
 
@@ -179,7 +206,9 @@ def resample_file(src: str | Path, dst: str | Path, sample_rate: int) -> float:
     src, dst = Path(src), Path(dst)
     tmp = atomic_target(dst)
     try:
-        samples = _decode(src, sample_rate, tmp, None)
+        samples = _copy_if_already_there(src, sample_rate, tmp)
+        if samples is None:
+            samples = _decode(src, sample_rate, tmp, None)
         written = sf.info(str(tmp)).frames
         if written != samples:
             raise OSError(errno.EIO, f"ffmpeg wrote {written} of {samples} samples", str(tmp))
