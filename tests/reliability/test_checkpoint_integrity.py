@@ -115,3 +115,31 @@ def test_the_cli_refuses_a_corrupted_or_forged_checkpoint_in_one_line(tmp_path: 
                               capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_a_full_disk_inside_torch_zip_writer_is_an_oserror_naming_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in a real `make run`: torch.save on a full disk ends in `RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos` raised while handling the OSError, a traceback without the file."""
+    import errno
+
+    from audiopipe.training import checkpoint
+
+    def zip_writer_on_full_disk(*_: object, **__: object) -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1019776 vs 1019664")  # noqa: B904 - torch chains implicitly
+
+    monkeypatch.setattr(checkpoint.torch, "save", zip_writer_on_full_disk)
+    with pytest.raises(OSError, match=r"\.resume\.pt: cannot write checkpoint \(No space left on device\)"):
+        save_checkpoint(tmp_path / ".student.resume.pt", {"model": {"w": torch.ones(2)}})
+    assert list(tmp_path.iterdir()) == []
+
+    def other_runtime_error(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug, not the disk")
+
+    monkeypatch.setattr(checkpoint.torch, "save", other_runtime_error)
+    with pytest.raises(RuntimeError, match="a bug, not the disk"):
+        save_checkpoint(tmp_path / "x.pt", {"model": {}})

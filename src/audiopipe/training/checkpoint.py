@@ -74,9 +74,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
         Path(tmp).unlink(missing_ok=True)
-        raise OSError(err.errno, f"{path}: cannot write checkpoint ({err.strerror or err}); free disk space or "
+        # torch's zip writer turns a full disk into "RuntimeError: [enforce fail ...] unexpected pos" raised while
+        # handling the OSError; name the file and the real cause either way
+        cause = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise OSError(cause.errno, f"{path}: cannot write checkpoint ({cause.strerror or cause}); free disk space or "
                       "choose another output folder, then rerun the stage (nothing was replaced)") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
