@@ -141,11 +141,11 @@ WORKER = textwrap.dedent('''
 
     register_target("toy", SweepTarget(config=Cfg, task=task, inputs={}, outputs={"checkpoint": "m.pt"}))
     stage = SweepStageConfig(metric="valid/mAP", direction="maximize", space={"lr": {"low": 0.0, "high": 1.0}})
-    cfg = SweepConfig(pruner="none", n_startup_trials=0, n_warmup_steps=0, seed=int(sys.argv[3]),
+    cfg = SweepConfig(pruner="none", n_startup_trials=0, n_warmup_steps=0, seed=int(sys.argv[4]),
                       stages={"toy": stage})
-    run_sweep("toy", Cfg(lr=0.5), cfg, n_trials=int(sys.argv[2]), out_dir=Path(sys.argv[1]),
-              storage=f"sqlite:///{sys.argv[1]}/study.db", tracking_enabled=False)
-''')
+    run_sweep("toy", Cfg(lr=0.5), cfg, n_trials=int(sys.argv[3]), out_dir=Path(sys.argv[2]), storage=sys.argv[1],
+              tracking_enabled=False)
+''')  # argv: storage URL, output folder, trials, study seed (the PostgreSQL test runs it too)
 
 
 def test_two_worker_processes_share_one_storage(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_two_worker_processes_share_one_storage(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     # Both processes get the same study seed, as two `audiopipe sweep` commands on one params.yaml do.
-    workers = [subprocess.Popen([sys.executable, str(script), str(tmp_path), "3", "0"],
+    workers = [subprocess.Popen([sys.executable, str(script), storage, str(tmp_path), "3", "0"],
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [w.communicate(timeout=120)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors

@@ -23,27 +23,7 @@ from audiopipe.sweep import init_study  # noqa: E402
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(find_bin() is None, reason="no PostgreSQL server binaries: run `make postgres`")]
 
-OPTUNA_WORKER = textwrap.dedent('''
-    import dataclasses, sys
-    from pathlib import Path
-    from types import SimpleNamespace
-    from audiopipe.config import SweepConfig, SweepStageConfig
-    from audiopipe.sweep import SweepTarget, register_target, run_sweep
-
-    @dataclasses.dataclass(frozen=True)
-    class Cfg:
-        lr: float
-
-    def task(cfg, *, checkpoint, tracker=None, on_epoch_end=None):
-        on_epoch_end(0, {"valid/mAP": cfg.lr})
-        return SimpleNamespace(metrics={"valid/mAP": cfg.lr})
-
-    register_target("toy", SweepTarget(config=Cfg, task=task, inputs={}, outputs={"checkpoint": "m.pt"}))
-    stage = SweepStageConfig(metric="valid/mAP", direction="maximize", space={"lr": {"low": 0.0, "high": 1.0}})
-    cfg = SweepConfig(pruner="none", n_startup_trials=0, n_warmup_steps=0, seed=0, stages={"toy": stage})
-    run_sweep("toy", Cfg(lr=0.5), cfg, n_trials=int(sys.argv[3]), out_dir=Path(sys.argv[2]), storage=sys.argv[1],
-              tracking_enabled=False)
-''')
+from tests.test_sweep import WORKER as OPTUNA_WORKER  # noqa: E402 - argv: storage URL, folder, trials, seed
 
 MLFLOW_WORKER = textwrap.dedent('''
     import sys
@@ -72,7 +52,7 @@ def _workers(script: str, args: list[list[str]], tmp_path: Path) -> None:
 def test_two_optuna_workers_share_a_postgres_study(server: str, tmp_path: Path) -> None:
     storage = f"{server}/optuna"
     init_study(storage, "toy", "maximize", "valid/mAP")
-    _workers(OPTUNA_WORKER, [[storage, str(tmp_path / f"w{i}"), "4"] for i in range(2)], tmp_path)
+    _workers(OPTUNA_WORKER, [[storage, str(tmp_path / f"w{i}"), "4", "0"] for i in range(2)], tmp_path)
     trials = optuna.load_study(study_name="toy", storage=storage).trials
     assert sorted(t.number for t in trials) == list(range(8))  # none lost, none duplicated
     assert all(t.state.name == "COMPLETE" for t in trials)
