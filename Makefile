@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The report test renders data/evaluate/report.html in Debian's headless chromium.
+# The report test renders a report.html (as data/evaluate/report/ holds it) in Debian's headless chromium.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (report rendering test)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

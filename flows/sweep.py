@@ -2,7 +2,8 @@
 
     python flows/sweep.py distill_mobilenet --n-trials 20 --workers 2
 
-Steps: check the declared search space (flows/search_spaces.py) against the stage's config, open the MLflow
+Steps: check the declared search space against the stage's config and the keys its stage script declares
+tunable (the targets come from dvc.yaml, `audiopipe.sweep.load_targets`), open the MLflow
 parent run and create the study once (both databases are initialised before any worker starts: fresh SQLite
 files raced by several processes fail their migrations), then run `audiopipe sweep STAGE` in `workers`
 subprocesses (each runs its share of the trials; their sweep runs nest under this flow's run), and finally
@@ -23,10 +24,17 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiopipe.config import SweepConfig, TrackingConfig, load_params  # noqa: E402
-from audiopipe.sweep import TARGETS, apply_overrides, default_storage, init_study, write_best  # noqa: E402
+from audiopipe.sweep import (  # noqa: E402
+    apply_overrides,
+    check_tunable,
+    default_storage,
+    init_study,
+    load_targets,
+    suggest,
+    write_best,
+)
 from audiopipe.tracking import stage_run  # noqa: E402
 from flows.pipeline import tracking_uri_for  # noqa: E402
-from flows.search_spaces import SUGGEST  # noqa: E402
 from flows.tasks import run_command  # noqa: E402
 
 
@@ -35,17 +43,19 @@ def check_space(stage: str, root: Path) -> SweepConfig:
     import optuna
 
     sweep_cfg = load_params("sweep", SweepConfig, root / "params.yaml")
-    if stage not in sweep_cfg.stages or stage not in SUGGEST:
+    targets = load_targets(root)
+    if stage not in sweep_cfg.stages or stage not in targets:
         raise ValueError(f"no search space for '{stage}': declared {sorted(sweep_cfg.stages)}, "
-                         f"sweepable {sorted(SUGGEST)}")
+                         f"sweepable {sorted(targets)}")
     space = sweep_cfg.stages[stage].space
     def first(spec: dict) -> object:  # list choices are drawn as their JSON text (audiopipe.sweep.suggest)
         value = spec["choices"][0] if "choices" in spec else spec["low"]
         return json.dumps(value) if isinstance(value, (list, dict)) else value
 
     low = {k: first(v) for k, v in space.items()}
-    overrides = SUGGEST[stage](optuna.trial.FixedTrial(low), space)
-    config_cls, _ = TARGETS[stage].resolve()
+    check_tunable(stage, space)
+    overrides = suggest(optuna.trial.FixedTrial(low), space)
+    config_cls, _ = targets[stage].resolve()
     apply_overrides(load_params(stage, config_cls, root / "params.yaml"), overrides)
     return sweep_cfg
 
@@ -87,7 +97,7 @@ def sweep(stage: str, n_trials: int, workers: int = 1, storage: str | None = Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=sorted(TARGETS))
+    parser.add_argument("stage", choices=sorted(load_targets(Path("."))))
     parser.add_argument("--n-trials", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (at most 2 on 2 cores)")
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite under data/sweeps/<stage>)")

@@ -164,10 +164,10 @@ def repro_task(stage: str) -> Callable[..., str]:
 
 
 def stages_in(dvc_yaml: Path) -> list[str]:
-    """Stage names of a dvc.yaml in file order (`foreach`/`matrix` stages are not used in this project)."""
-    import yaml
+    """Stage names of a dvc.yaml in file order, the pipeline order (`audiopipe.stage_registry`, the one reader)."""
+    from audiopipe.stage_registry import read_stages
 
-    return list((yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}))
+    return list(read_stages(dvc_yaml))
 
 
 def check_stages(requested: Iterable[str], known: Iterable[str]) -> None:

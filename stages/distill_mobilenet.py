@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import DistillMobilenetConfig, TrackingConfig, load_params
@@ -21,9 +22,17 @@ from audiopipe.training.distill import distill_mobilenet
 
 log = logging.getLogger(__name__)
 SECTIONS = ("distill_mobilenet", "distill_mobilenet_nokd")
+CONFIG, TASK = DistillMobilenetConfig, distill_mobilenet  # what `audiopipe sweep` calls (audiopipe.stage_registry)
+_TUNABLE = frozenset({"batch_size", "epochs", "lr", "weight_decay", "seed", "mixup_alpha"})
+TUNABLE = {"distill_mobilenet": _TUNABLE | {"kd_lambda", "temperature"}, "distill_mobilenet_nokd": _TUNABLE}
 
 
-def parse_args() -> argparse.Namespace:
+def task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """TASK's inputs and output from this script's options (a sweep trial passes its own --out)."""
+    return {"clips_dir": args.clips, "teacher_h5": args.teacher, "checkpoint": args.out / "student.pt"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
     parser.add_argument("--teacher", type=Path, default=None,
@@ -31,19 +40,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("data/distill_mobilenet"), help="output folder")
     parser.add_argument("--section", choices=SECTIONS, default=SECTIONS[0], help="params.yaml section to use")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params(args.section, DistillMobilenetConfig, args.params)
+    cfg = load_params(args.section, CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
-    teacher = args.teacher if cfg.kd_lambda < 1.0 else None  # the baseline never opens the teacher file
+    kwargs = task_kwargs(args)
+    if cfg.kd_lambda >= 1.0:
+        kwargs["teacher_h5"] = None  # the baseline never opens the teacher file
     args.out.mkdir(parents=True, exist_ok=True)
     with stage_run(args.section, params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
-        result = distill_mobilenet(cfg, clips_dir=args.clips, teacher_h5=teacher,
-                                   checkpoint=args.out / "student.pt", tracker=run)
+        result = TASK(cfg, **kwargs, tracker=run)
         run.log_metrics(result.metrics, step=len(result.history))
         write_curves(args.out, result.history)
         write_json_atomic(args.out / "metrics.json", result.metrics)

@@ -18,22 +18,23 @@ from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 
 log = logging.getLogger(__name__)
+CONFIG = DownloadConfig  # the dataclass of this stage's params section (audiopipe.stage_registry)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/download"), help="output folder of this stage")
     parser.add_argument(
         "--cache", type=Path, default=Path("data/.cache"), help="package/download cache (kept across runs)"
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("download", DownloadConfig, args.params)
+    cfg = load_params("download", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     counts = {
         "train": cfg.n_train,

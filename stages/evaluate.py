@@ -1,9 +1,10 @@
-"""DVC stage `evaluate`: every final model on the test split → metrics.json, PNG plots and report.html.
+"""DVC stage `evaluate`: every final model on the test split → metrics.json and report/ (report.html + its plots).
 
 Reads the packs under --clips (the test split, and train.h5 + weak.h5 for the tagging baselines), the final
 checkpoints of finetune_eat, distill_mobilenet(_nokd), atst_stage1 and atst_stage2 (missing ones are reported as
 missing), their training curves, and the `evaluate` section of params.yaml; writes into --out: metrics.json (the
-short set `dvc metrics diff` compares), results.json (every number), timings.json (latency), plots, report.html.
+short set `dvc metrics diff` compares), results.json (every number), timings.json (latency) and report/: report.html
+with every file it links (PNG plots, the PSD-ROC CSV), one folder that dvc.yaml declares as one output.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from audiopipe.tracking import stage_run
 from audiopipe.tracking.mlflow import git_commit
 
 log = logging.getLogger(__name__)
+CONFIG = EvaluateConfig  # the dataclass of this stage's params section (audiopipe.stage_registry)
+REPORT_DIR = "report"  # under --out: report.html and everything it links (a dvc.yaml out of its own)
 TAGGERS = {"EAT teacher": "finetune_eat/eat_tagger.pt", "KD student": "distill_mobilenet/student.pt",
            "no-KD student": "distill_mobilenet_nokd/student.pt"}
 SED = {"ATST-SED stage 1": "atst_stage1/model.pt", "ATST-SED stage 2": "atst_stage2/model.pt"}
@@ -48,25 +51,25 @@ def _crown_champions(metrics: dict, data: Path) -> None:
         log.warning("evaluate: could not set the MLflow champion aliases: %s", err)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding the stage outputs")
     parser.add_argument("--out", type=Path, default=Path("data/evaluate"), help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("evaluate", EvaluateConfig, args.params)
+    cfg = load_params("evaluate", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     provenance = {"git commit": git_commit() or "unknown",
                   "data manifest sha256": manifest_hash(args.data / "download")}
     with stage_run("evaluate", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = evaluate_pipeline(
-            cfg, clips_dir=args.clips, out_dir=args.out, provenance=provenance, tracker=run,
+            cfg, clips_dir=args.clips, out_dir=args.out / REPORT_DIR, provenance=provenance, tracker=run,
             taggers={name: args.data / rel for name, rel in TAGGERS.items()},
             sed_checkpoints={name: args.data / rel for name, rel in SED.items()},
             stage_dirs={stage: args.data / stage for stage in CURVE_STAGES},
@@ -78,7 +81,8 @@ def main() -> None:
     write_text_atomic(args.out / "metrics.json", metrics_json(summary))  # the DVC metrics: a short set
     write_text_atomic(args.out / "results.json", metrics_json(result.metrics))  # every number, per model
     write_text_atomic(args.out / "timings.json", metrics_json(timings))  # CPU latency: not a DVC metric
-    log.info("evaluate: report %s, missing inputs: %s", args.out / "report.html", result.metrics["missing"] or "none")
+    log.info("evaluate: report %s, missing inputs: %s", args.out / REPORT_DIR / "report.html",
+             result.metrics["missing"] or "none")
 
 
 if __name__ == "__main__":

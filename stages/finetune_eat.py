@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import FinetuneEatConfig, TrackingConfig, load_params
@@ -21,16 +22,24 @@ from audiopipe.training.curves import write_curves
 from audiopipe.training.finetune_eat import finetune_eat
 
 log = logging.getLogger(__name__)
+CONFIG, TASK = FinetuneEatConfig, finetune_eat  # what `audiopipe sweep` calls (audiopipe.stage_registry)
+TUNABLE = {"finetune_eat": frozenset({"batch_size", "epochs", "lr", "weight_decay", "seed", "layer_decay",
+                                      "mixup_alpha", "drop_path"})}
 
 
-def parse_args() -> argparse.Namespace:
+def task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """TASK's inputs and output from this script's options (a sweep trial passes its own --out)."""
+    return {"clips_dir": args.clips, "pretrained": args.pretrained, "checkpoint": args.out / "eat_tagger.pt"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
     parser.add_argument("--pretrained", type=Path, default=Path("data/pretrain_eat/eat.pt"),
                         help="pre-trained encoder (pretrain_eat output); used when init is 'pretrained'")
     parser.add_argument("--out", type=Path, default=Path("data/finetune_eat"), help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 OFFICIAL_DIR = Path("models/official")  # a DVC dependency of this stage (dvc.yaml)
@@ -50,15 +59,16 @@ def _check_official_location(path: Path) -> None:
 def main() -> None:
     args = parse_args()
     hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("finetune_eat", FinetuneEatConfig, args.params)
+    cfg = load_params("finetune_eat", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
-    pretrained = args.pretrained if cfg.init == "pretrained" else None
+    kwargs = task_kwargs(args)
+    if cfg.init != "pretrained":
+        kwargs["pretrained"] = None
     if cfg.init == "official" and cfg.official_checkpoint:
         _check_official_location(Path(cfg.official_checkpoint))
     with stage_run("finetune_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
-        result = finetune_eat(cfg, clips_dir=args.clips, pretrained=pretrained, checkpoint=args.out / "eat_tagger.pt",
-                              tracker=run)
+        result = TASK(cfg, **kwargs, tracker=run)
         metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
         write_curves(args.out, result.history)
         write_json_atomic(args.out / "metrics.json", metrics)

@@ -19,20 +19,21 @@ from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 
 log = logging.getLogger(__name__)
+CONFIG = PackHdf5Config  # the dataclass of this stage's params section (audiopipe.stage_registry)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=Path("data/resample"), help="output of the resample stage")
     parser.add_argument("--out", type=Path, default=Path("data/pack_hdf5"), help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("pack_hdf5", PackHdf5Config, args.params)
+    cfg = load_params("pack_hdf5", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     with stage_run("pack_hdf5", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         metrics = pack_dataset(args.src, args.out, codec=cfg.codec, mp3_bitrate_kbps=cfg.mp3_bitrate_kbps)

@@ -19,22 +19,23 @@ from audiopipe.tracking import stage_run
 from audiopipe.training.predict import predict_teacher
 
 log = logging.getLogger(__name__)
+CONFIG = PredictTeacherConfig  # the dataclass of this stage's params section (audiopipe.stage_registry)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
     parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("data/finetune_eat/eat_tagger.pt")],
                         help="tagger checkpoint(s); logits of several are averaged")
     parser.add_argument("--out", type=Path, default=Path("data/predict_teacher"), help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("predict_teacher", PredictTeacherConfig, args.params)
+    cfg = load_params("predict_teacher", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
     with stage_run("predict_teacher", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:

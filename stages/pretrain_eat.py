@@ -21,20 +21,21 @@ from audiopipe.training.curves import write_curves
 from audiopipe.training.pretrain import pretrain_eat
 
 log = logging.getLogger(__name__)
+CONFIG = PretrainEatConfig  # the dataclass of this stage's params section (audiopipe.stage_registry)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
     parser.add_argument("--out", type=Path, default=Path("data/pretrain_eat"), help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("pretrain_eat", PretrainEatConfig, args.params)
+    cfg = load_params("pretrain_eat", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
     with stage_run("pretrain_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:

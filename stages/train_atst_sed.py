@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import AtstSedConfig, TrackingConfig, load_params
@@ -21,9 +22,18 @@ from audiopipe.training.curves import write_curves
 from audiopipe.training.finetune_sed import train_atst_sed
 
 log = logging.getLogger(__name__)
+CONFIG, TASK = AtstSedConfig, train_atst_sed  # what `audiopipe sweep` calls (audiopipe.stage_registry)
+_TUNABLE = frozenset({"batch_sizes", "epochs", "lr_cnn", "lr_rnn", "weak_loss_weight", "const_max", "seed"})
+TUNABLE = {"atst_stage1": _TUNABLE | {"mixup_prob"}, "atst_stage2": _TUNABLE | {"lr_encoder"}}
 
 
-def parse_args() -> argparse.Namespace:
+def task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """TASK's inputs and output from this script's options (a sweep trial passes its own --out)."""
+    return {"phase": args.phase, "clips_dir": args.clips, "encoder_checkpoint": args.encoder,
+            "init_checkpoint": args.init, "checkpoint": args.out / "model.pt"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", type=int, choices=(1, 2), required=True, help="1: encoder frozen, 2: fine-tune all")
     parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
@@ -36,7 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--init", type=Path, default=None, help="phase 2: phase 1's model.pt")
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/atst_stage<phase>)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
@@ -45,19 +55,11 @@ def main() -> None:
     section = f"atst_stage{args.phase}"
     if args.phase == 2 and args.init is None:
         raise SystemExit("--phase 2 needs --init (phase 1's model.pt)")
-    cfg = load_params(section, AtstSedConfig, args.params)
+    cfg = load_params(section, CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
     with stage_run(section, params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
-        result = train_atst_sed(
-            cfg,
-            phase=args.phase,
-            clips_dir=args.clips,
-            encoder_checkpoint=args.encoder,
-            init_checkpoint=args.init,
-            checkpoint=args.out / "model.pt",
-            tracker=run,
-        )
+        result = TASK(cfg, **task_kwargs(args), tracker=run)
         write_curves(args.out, result.history)
         write_json_atomic(args.out / "metrics.json", result.metrics)
         log_stage_outputs(run, args.out, args.out / "model.pt", log_model=True)

@@ -73,8 +73,9 @@ class FakeTasks:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTasks:
-    """The real TARGETS (inputs, outputs, fixed keywords) with FakeCfg and fake tasks."""
+    """The real TARGETS (inputs, outputs, fixed keywords: from dvc.yaml) with FakeCfg and fake tasks."""
     tasks = FakeTasks()
+    sweep.load_targets(Path(__file__).resolve().parents[1])
     for section in claims.sections(list(claims.CLAIMS)):
         monkeypatch.setitem(sweep.TARGETS, section, dataclasses.replace(sweep.TARGETS[section], config=FakeCfg,
                                                                         task=tasks.task(section)))

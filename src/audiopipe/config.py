@@ -184,7 +184,7 @@ MAX_YAML_NODES = 100_000  # params.yaml holds ~500 values; aliases may not expan
 class _ParamsLoader(yaml.SafeLoader):
     """`yaml.SafeLoader` that refuses duplicate keys (DVC refuses them too) and aliases (`*name`) that expand the
     document past `MAX_YAML_NODES` values ("billion laughs"); plain aliases, as `yaml.safe_dump` writes for
-    shared values, still load."""
+    shared values, and merge keys (`<<: *section`, then the keys that differ: the no-KD baseline) still load."""
 
     def compose_document(self) -> Any:
         node = super().compose_document()
@@ -194,6 +194,8 @@ class _ParamsLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *name`: the merged keys are defaults that this mapping's own keys override
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)):
                 continue  # unhashable keys: SafeLoader's own error names them

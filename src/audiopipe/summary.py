@@ -37,11 +37,11 @@ def summarise(root: Path) -> str:
         if len(metrics) > 6:
             shown += f", ... ({len(metrics) - 6} more in {path})"
         lines.append(f"{stage:<24} {shown}")
-    report = root / "data" / "evaluate" / "report.html"
+    report = root / "data" / "evaluate" / "report" / "report.html"
     lines += [
         "=" * 60,
         "metrics:  data/<stage>/metrics.json   (dvc metrics show)",
-        f"report:   {report if report.is_file() else 'data/evaluate/report.html (not written yet)'}",
+        f"report:   {report if report.is_file() else 'data/evaluate/report/report.html (not written yet)'}",
         f"MLflow:   sqlite:///{root / 'mlflow.db'}   (make mlflow-ui, then http://127.0.0.1:5000)",
         "Prefect:  make prefect-ui, then python flows/serve.py for the scheduled deployment",
         "",

@@ -37,11 +37,11 @@ log = logging.getLogger(__name__)
 class SweepTarget:
     """How to call one stage's training task: the same callable and paths as its DVC stage.
 
-    `config` and `task` are objects or "module:attribute" strings (imported on first use, so listing a
-    stage here costs nothing until it is swept). `inputs` maps task keyword -> path relative to the repo
+    Derived from dvc.yaml and the stage script by `derive_targets`. `config` and `task` are objects or
+    "module:attribute" strings (imported on first use). `inputs` maps task keyword -> path relative to the repo
     root (as in dvc.yaml); `outputs` maps task keyword -> path inside the trial's own folder; `fixed` holds
-    constant keywords (`phase=1`, `teacher_h5=None`); `tunable` is the one list of keys both entry points
-    (`audiopipe sweep`, `flows/sweep.py`) accept in `sweep.stages.<stage>.space`.
+    constant keywords (`phase=1`, `teacher_h5=None`); `tunable` is the stage script's `TUNABLE` entry, the one
+    list of keys both entry points (`audiopipe sweep`, `flows/sweep.py`) accept in `sweep.stages.<stage>.space`.
     """
 
     config: Any
@@ -62,53 +62,53 @@ def _load(obj: Any) -> Any:
     return obj
 
 
-_PACKS = "data/pack_hdf5"
-_COMMON = frozenset({"batch_size", "epochs", "lr", "weight_decay", "seed"})
-_SED = frozenset({"batch_sizes", "epochs", "lr_cnn", "lr_rnn", "weak_loss_weight", "const_max", "seed"})
 _OVERRIDES = "config_overrides"  # trial user attribute: the config values a trial ran with
 
-# params.yaml section (= DVC stage) -> its task, with the same inputs as its dvc.yaml entry.
-TARGETS: dict[str, SweepTarget] = {
-    "finetune_eat": SweepTarget(
-        config="audiopipe.config:FinetuneEatConfig",
-        task="audiopipe.training.finetune_eat:finetune_eat",
-        inputs={"clips_dir": _PACKS, "pretrained": "data/pretrain_eat/eat.pt"},
-        outputs={"checkpoint": "eat_tagger.pt"},
-        tunable=_COMMON | {"layer_decay", "mixup_alpha", "drop_path"},
-    ),
-    "distill_mobilenet": SweepTarget(
-        config="audiopipe.config:DistillMobilenetConfig",
-        task="audiopipe.training.distill:distill_mobilenet",
-        inputs={"clips_dir": _PACKS, "teacher_h5": "data/predict_teacher/predictions.h5"},
-        outputs={"checkpoint": "student.pt"},
-        tunable=_COMMON | {"kd_lambda", "temperature", "mixup_alpha"},
-    ),
-    "distill_mobilenet_nokd": SweepTarget(
-        config="audiopipe.config:DistillMobilenetConfig",
-        task="audiopipe.training.distill:distill_mobilenet",
-        inputs={"clips_dir": _PACKS},
-        outputs={"checkpoint": "student.pt"},
-        fixed={"teacher_h5": None},
-        tunable=_COMMON | {"mixup_alpha"},
-    ),
-    "atst_stage1": SweepTarget(
-        config="audiopipe.config:AtstSedConfig",
-        task="audiopipe.training.finetune_sed:train_atst_sed",
-        inputs={"clips_dir": _PACKS, "encoder_checkpoint": "data/pretrain_eat/eat.pt"},
-        outputs={"checkpoint": "model.pt"},
-        fixed={"phase": 1, "init_checkpoint": None},
-        tunable=_SED | {"mixup_prob"},
-    ),
-    "atst_stage2": SweepTarget(
-        config="audiopipe.config:AtstSedConfig",
-        task="audiopipe.training.finetune_sed:train_atst_sed",
-        inputs={"clips_dir": _PACKS, "encoder_checkpoint": "data/pretrain_eat/eat.pt",
-                "init_checkpoint": "data/atst_stage1/model.pt"},
-        outputs={"checkpoint": "model.pt"},
-        fixed={"phase": 2},
-        tunable=_SED | {"lr_encoder"},
-    ),
-}
+# Stage (= params.yaml section) -> its task with the inputs of its dvc.yaml entry: filled by `load_targets` from
+# dvc.yaml and the stage scripts; `register_target` adds others (tests' tiny fake tasks).
+TARGETS: dict[str, SweepTarget] = {}
+
+
+def derive_targets(root: Path) -> dict[str, SweepTarget]:
+    """A target for every `<root>/dvc.yaml` stage whose script exports a task (`audiopipe.stage_registry`).
+
+    The task's keywords come from the script's `task_kwargs` applied to the options of the stage's `cmd`: paths
+    under `--out` become `outputs` (relative to it), other paths `inputs` (relative to `root`, as in dvc.yaml),
+    the rest (`phase=1`, `teacher_h5=None`) `fixed`.
+
+    Raises:
+        ValueError: a training script has no `TUNABLE` entry for the stage, or rejects its `cmd` options.
+    """
+    from audiopipe.stage_registry import load_script, read_stages, stage_options
+
+    targets: dict[str, SweepTarget] = {}
+    for name, stage in read_stages(root / "dvc.yaml").items():
+        if stage.script is None or not hasattr(load_script(root / stage.script), "task_kwargs"):
+            continue  # not a training stage (download ... evaluate)
+        module, args = stage_options(root, stage)
+        if name not in module.TUNABLE:
+            raise ValueError(f"dvc.yaml stage {name}: {stage.script} declares no TUNABLE keys for it")
+        inputs, outputs, fixed = {}, {}, {}
+        for key, value in module.task_kwargs(args).items():
+            if isinstance(value, Path) and args.out in value.parents:
+                outputs[key] = str(value.relative_to(args.out))
+            elif isinstance(value, Path):
+                inputs[key] = str(value)
+            else:
+                fixed[key] = value
+        targets[name] = SweepTarget(config=module.CONFIG, task=module.TASK, inputs=inputs, outputs=outputs,
+                                    fixed=fixed, tunable=frozenset(module.TUNABLE[name]))
+    return targets
+
+
+def load_targets(root: Path) -> dict[str, SweepTarget]:
+    """`TARGETS` with every sweepable stage of `<root>/dvc.yaml` added (registered targets are kept; no dvc.yaml
+    there: only the registered ones)."""
+    if not (root / "dvc.yaml").is_file():
+        return TARGETS
+    for name, target in derive_targets(root).items():
+        TARGETS.setdefault(name, target)
+    return TARGETS
 
 
 def register_target(stage: str, target: SweepTarget) -> None:

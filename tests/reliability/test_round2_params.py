@@ -69,6 +69,30 @@ def test_aliases_written_by_safe_dump_still_load(tmp_path: Path) -> None:
     assert load_params("evaluate", C.EvaluateConfig, _write(tmp_path, text)).median_windows == [7]
 
 
+def test_the_no_kd_baseline_is_the_kd_section_with_one_override() -> None:
+    """params.yaml writes it as `<<: *distill_mobilenet` plus `kd_lambda`, not as a copy of every key."""
+    nokd = yaml.compose((ROOT / "params.yaml").read_text()).value
+    own = next(value for key, value in nokd if key.value == "distill_mobilenet_nokd")
+    assert [key.tag.rsplit(":", 1)[-1] for key, _ in own.value] == ["merge", "str"]
+    kd = load_params("distill_mobilenet", C.DistillMobilenetConfig, ROOT / "params.yaml")
+    baseline = load_params("distill_mobilenet_nokd", C.DistillMobilenetConfig, ROOT / "params.yaml")
+    assert baseline == dataclasses.replace(kd, kd_lambda=1.0)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("a: &a {x: 1, x: 2}\nb:\n  <<: *a\n", 1),  # a duplicate inside the merged section
+    ("a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n  y: 3\n", 5),  # a duplicate among the overrides
+])
+def test_merge_keys_load_but_duplicates_around_them_are_refused(tmp_path: Path, text: str, line: int) -> None:
+    with pytest.raises(ConfigError, match=rf"line {line}: duplicate key"):
+        load_params("b", C.TrackingConfig, _write(tmp_path, text))
+
+
+def test_a_merged_key_is_overridden_by_the_sections_own_key(tmp_path: Path) -> None:
+    text = "base: &base {enabled: true, experiment: a}\ntracking:\n  <<: *base\n  experiment: b\n"
+    assert load_params("tracking", C.TrackingConfig, _write(tmp_path, text)) == C.TrackingConfig(True, "b")
+
+
 def test_huge_wrong_value_gives_a_short_message(tmp_path: Path) -> None:
     path = _write(tmp_path, _section("evaluate", split=["x" * 1000] * 10_000))
     with pytest.raises(ConfigError) as err:
@@ -119,12 +143,11 @@ def test_out_of_range_values_are_refused_at_load(
 
 
 def test_shipped_params_load(tmp_path: Path) -> None:
-    sections = {"download": C.DownloadConfig, "resample": C.ResampleConfig, "pack_hdf5": C.PackHdf5Config,
-                "pretrain_eat": C.PretrainEatConfig, "finetune_eat": C.FinetuneEatConfig,
-                "predict_teacher": C.PredictTeacherConfig, "distill_mobilenet": C.DistillMobilenetConfig,
-                "distill_mobilenet_nokd": C.DistillMobilenetConfig, "atst_stage1": C.AtstSedConfig,
-                "atst_stage2": C.AtstSedConfig, "evaluate": C.EvaluateConfig, "tracking": C.TrackingConfig,
-                "sweep": C.SweepConfig}
+    from audiopipe.stage_registry import load_script, read_stages
+
+    sections: dict[str, type] = {name: load_script(ROOT / str(stage.script)).CONFIG
+                                 for name, stage in read_stages(ROOT / "dvc.yaml").items()}
+    sections.update(tracking=C.TrackingConfig, sweep=C.SweepConfig)
     for section, cls in sections.items():
         load_params(section, cls, ROOT / "params.yaml")
 

@@ -1,6 +1,7 @@
 """The contract tying dvc.yaml, params.yaml and config.py together.
 
-Rules: every DVC stage lists exactly one params section, its own (stage key == section name). Sections that
+Rules: every DVC stage lists exactly one params section, its own (stage key == section name), whose dataclass is
+the `CONFIG` its stage script exports (the stage list is dvc.yaml's, `audiopipe.stage_registry`). Sections that
 are not DVC stages are `tracking` (read by every stage script but not a DVC param: it changes no output, so
 switching MLflow off must not invalidate the cache) and `sweep` (read only by `audiopipe sweep`). Every section
 of params.yaml has exactly the fields of its dataclass, and every sweep space names fields of its stage.
@@ -16,24 +17,15 @@ import pytest
 import yaml
 
 from audiopipe import config as C
+from audiopipe.stage_registry import load_script, read_stages
 
 ROOT = Path(__file__).resolve().parents[2]
+NOT_STAGE_SECTIONS: dict[str, type] = {"tracking": C.TrackingConfig, "sweep": C.SweepConfig}
 SECTIONS: dict[str, type] = {
-    "download": C.DownloadConfig,
-    "resample": C.ResampleConfig,
-    "pack_hdf5": C.PackHdf5Config,
-    "pretrain_eat": C.PretrainEatConfig,
-    "finetune_eat": C.FinetuneEatConfig,
-    "predict_teacher": C.PredictTeacherConfig,
-    "distill_mobilenet": C.DistillMobilenetConfig,
-    "distill_mobilenet_nokd": C.DistillMobilenetConfig,
-    "atst_stage1": C.AtstSedConfig,
-    "atst_stage2": C.AtstSedConfig,
-    "evaluate": C.EvaluateConfig,
-    "tracking": C.TrackingConfig,
-    "sweep": C.SweepConfig,
+    **{name: load_script(ROOT / str(stage.script)).CONFIG for name, stage in read_stages(ROOT / "dvc.yaml").items()},
+    **NOT_STAGE_SECTIONS,
 }
-NOT_STAGES = {"tracking", "sweep"}
+NOT_STAGES = set(NOT_STAGE_SECTIONS)
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -59,11 +51,13 @@ def test_params_keys_equal_dataclass_fields(section: str) -> None:
 @pytest.mark.parametrize("stage", sorted(PARAMS["sweep"]["stages"]))
 def test_sweep_spaces_name_fields_of_their_stage(stage: str) -> None:
     optuna = pytest.importorskip("optuna")
-    from audiopipe.sweep import TARGETS, apply_overrides, suggest
+    from audiopipe.sweep import apply_overrides, load_targets, suggest
+
+    targets = load_targets(ROOT)
 
     sweep = C.load_params("sweep", C.SweepConfig, ROOT / "params.yaml")
     space = sweep.stages[stage].space
-    assert stage in TARGETS, f"sweep.stages.{stage} has no entry in audiopipe.sweep.TARGETS"
+    assert stage in targets, f"sweep.stages.{stage}: {stage} is not a training stage of dvc.yaml (no TASK)"
     low = {k: v["choices"][0] if "choices" in v else v["low"] for k, v in space.items()}
     low = {k: json.dumps(v) if isinstance(v, list) else v for k, v in low.items()}  # list choices: stored as JSON
     base = C.load_params(stage, SECTIONS[stage], ROOT / "params.yaml")

@@ -28,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from audiopipe.claims import MissingInputError, run_claims, sections
     from audiopipe.config import EvaluateConfig, TrackingConfig, load_params
-    from audiopipe.sweep import TARGETS
+    from audiopipe.sweep import load_targets
 
+    targets = load_targets(args.params.resolve().parent)  # the stages' tasks and inputs, from dvc.yaml
     claims = list(dict.fromkeys(args.claims))
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"audiopipe claims: --seeds must be distinct, got {args.seeds}")
-    configs: dict[str, object] = {section: load_params(section, TARGETS[section].resolve()[0], args.params)
+    configs: dict[str, object] = {section: load_params(section, targets[section].resolve()[0], args.params)
                for section in sections(claims)}
     eval_cfg = load_params("evaluate", EvaluateConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)

@@ -24,13 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from audiopipe.config import SweepConfig, TrackingConfig, load_params
-    from audiopipe.sweep import TARGETS, run_sweep
+    from audiopipe.sweep import load_targets, run_sweep
 
-    if args.stage not in TARGETS:
-        raise SystemExit(f"audiopipe sweep: '{args.stage}' is not sweepable; choose from {sorted(TARGETS)}")
+    targets = load_targets(args.params.resolve().parent)  # the training stages of dvc.yaml beside params.yaml
+    if args.stage not in targets:
+        raise SystemExit(f"audiopipe sweep: '{args.stage}' is not sweepable; choose from {sorted(targets)}")
     if args.n_trials < 1:
         raise SystemExit("audiopipe sweep: --n-trials must be >= 1")
-    config_cls, _ = TARGETS[args.stage].resolve()
+    config_cls, _ = targets[args.stage].resolve()
     base_cfg: object = load_params(args.stage, config_cls, args.params)
     sweep_cfg = load_params("sweep", SweepConfig, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
