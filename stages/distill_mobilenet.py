@@ -34,10 +34,10 @@ def task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument("--clips", type=Path, required=True, help="folder with <split>.h5 packs")
     parser.add_argument("--teacher", type=Path, default=None,
                         help="teacher predictions .h5 (predict_teacher); optional when kd_lambda is 1")
-    parser.add_argument("--out", type=Path, default=Path("data/distill_mobilenet"), help="output folder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--section", choices=SECTIONS, default=SECTIONS[0], help="params.yaml section to use")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     return parser.parse_args(argv)

@@ -23,9 +23,9 @@ CONFIG = DownloadConfig  # the dataclass of this stage's params section (audiopi
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/download"), help="output folder of this stage")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of this stage")
     parser.add_argument(
-        "--cache", type=Path, default=Path("data/.cache"), help="package/download cache (kept across runs)"
+        "--cache", type=Path, required=True, help="package/download cache (kept across runs)"
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     return parser.parse_args(argv)

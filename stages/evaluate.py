@@ -53,9 +53,9 @@ def _crown_champions(metrics: dict, data: Path) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
-    parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding the stage outputs")
-    parser.add_argument("--out", type=Path, default=Path("data/evaluate"), help="output folder of this stage")
+    parser.add_argument("--clips", type=Path, required=True, help="folder with <split>.h5 packs")
+    parser.add_argument("--data", type=Path, required=True, help="folder holding the stage outputs")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     return parser.parse_args(argv)
 

@@ -24,10 +24,10 @@ CONFIG = PredictTeacherConfig  # the dataclass of this stage's params section (a
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
-    parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("data/finetune_eat/eat_tagger.pt")],
+    parser.add_argument("--clips", type=Path, required=True, help="folder with <split>.h5 packs")
+    parser.add_argument("--checkpoints", type=Path, nargs="+", required=True,
                         help="tagger checkpoint(s); logits of several are averaged")
-    parser.add_argument("--out", type=Path, default=Path("data/predict_teacher"), help="output folder of this stage")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     return parser.parse_args(argv)
 

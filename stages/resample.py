@@ -24,8 +24,8 @@ CONFIG = ResampleConfig  # the dataclass of this stage's params section (audiopi
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, default=Path("data/download"), help="output of the download stage")
-    parser.add_argument("--out", type=Path, default=Path("data/resample"), help="output folder of this stage")
+    parser.add_argument("--src", type=Path, required=True, help="output of the download stage")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of this stage")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
     return parser.parse_args(argv)
 

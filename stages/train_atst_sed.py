@@ -36,7 +36,7 @@ def task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", type=int, choices=(1, 2), required=True, help="1: encoder frozen, 2: fine-tune all")
-    parser.add_argument("--clips", type=Path, default=Path("data/pack_hdf5"), help="folder with <split>.h5 packs")
+    parser.add_argument("--clips", type=Path, required=True, help="folder with <split>.h5 packs")
     parser.add_argument(
         "--encoder",
         type=Path,

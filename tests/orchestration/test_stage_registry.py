@@ -54,6 +54,12 @@ def test_every_stage_runs_a_script_that_accepts_its_dvc_yaml_options(name: str) 
     assert f"data/{name}" in {str(args.out), *STAGES[name].outs}, f"{name}: --out data/{name}"
 
 
+@pytest.mark.parametrize("script", sorted({str(stage.script) for stage in STAGES.values()}))
+def test_no_stage_script_restates_a_data_path(script: str) -> None:
+    """Paths come from the command line written once in dvc.yaml (STYLE.md 3): no argparse default under data/."""
+    assert 'Path("data' not in (ROOT / script).read_text()
+
+
 def test_every_stage_is_reachable_from_flows_and_sweeps() -> None:
     assert reachability_problems(ROOT) == []
 

@@ -93,4 +93,4 @@ def test_sed_stages_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_phase2_without_init_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit, match="--init"):
-        _run(["--phase", "2", "--out", str(tmp_path)], monkeypatch)
+        _run(["--phase", "2", "--clips", str(tmp_path), "--out", str(tmp_path)], monkeypatch)
