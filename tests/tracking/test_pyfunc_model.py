@@ -1,8 +1,10 @@
 """The MLflow pyfunc model: any-length audio in, class-name columns out, registered under distinct names,
-loadable through the registry and the `champion` alias, servable by `mlflow models predict`."""
+loadable through the registry and the `champion` alias, servable by `mlflow models predict` in a Python that
+holds only the logged requirements, with an environment (Python, requirements.txt) that resolves from PyPI."""
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from audiopipe.models import build_model
 from audiopipe.training.checkpoint import save_checkpoint
@@ -96,20 +99,134 @@ def test_no_pickled_model_in_the_artifacts(registry) -> None:
     assert list(local.rglob("checkpoint/*.pt")) or list(local.rglob("artifacts/*.pt"))
 
 
-def test_mlflow_models_predict_serves_the_registered_model(registry, tmp_path: Path) -> None:
+def _requirement_closure(lines: list[str]) -> list[metadata.Distribution]:
+    """The installed distributions that `lines` (requirement specifiers) need, dependencies and extras included."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, tuple[metadata.Distribution, set[str]]] = {}
+    todo = [(Requirement(line), "") for line in lines]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        if name in found and set(req.extras) <= found[name][1]:
+            continue
+        dist = metadata.distribution(name)
+        extras = found.get(name, (dist, set()))[1] | set(req.extras)
+        found[name] = (dist, extras)
+        todo += [(Requirement(spec), e) for spec in dist.requires or [] for e in ("", *extras)]
+    return [dist for dist, _ in found.values()]
+
+
+def _model_dir(registry, name: str) -> Path:
+    return Path(mlflow.artifacts.download_artifacts(registry["infos"][name].model_uri,
+                                                    dst_path=str(registry["root"] / "env" / name)))
+
+
+@pytest.fixture(scope="module")
+def logged_env_python(registry) -> Path:
+    """A Python whose site-packages holds only the closure of the logged requirements.txt (symlinked from this
+    environment, file by file): no audiopipe, nothing else the tests happen to have installed."""
+    requirements = (_model_dir(registry, "student") / "requirements.txt").read_text().splitlines()
+    root = registry["root"] / "logged_env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    owners: dict[str, set[str]] = {}  # top-level entry of site-packages -> the installed distributions using it
+    for dist in metadata.distributions():
+        for top in {file.parts[0] for file in dist.files or []}:
+            owners.setdefault(top, set()).add(dist.metadata["Name"])
+    for dist in _requirement_closure([r for r in requirements if r.strip() and not r.startswith(("#", "-"))]):
+        for file in dist.files or []:
+            # a folder of one distribution is linked whole, shared ones (namespaces such as nvidia/) file by file
+            link = Path(file.parts[0]) if len(owners[file.parts[0]]) == 1 else Path(file)
+            target = site / link
+            if file.parts[0] != ".." and not target.is_symlink():  # ".." are console scripts in bin/
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(dist.locate_file(link))
+    return python
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+def test_logged_env_python_has_no_audiopipe(logged_env_python: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([logged_env_python, "-c", "import audiopipe"], capture_output=True, text=True,
+                          cwd=tmp_path, env=_clean_env(), check=False)
+    assert proc.returncode != 0 and "No module named 'audiopipe'" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["student", "atst_stage2"])
+def test_mlflow_models_predict_serves_the_registered_model_with_only_its_logged_requirements(
+        registry, logged_env_python: Path, tmp_path: Path, name: str) -> None:
+    """`--env-manager local` in a Python holding only the logged requirements: the code comes from `code_paths`
+    and nothing the model imports is missing from requirements.txt (`--env-manager uv` builds that environment
+    from PyPI; benchmarks/mlflow_env.py runs it for real)."""
     request = tmp_path / "input.json"
     audio = _audio()
     request.write_text(json.dumps({"dataframe_split": {"columns": ["audio", "sample_rate"],
                                                        "data": [[a.tolist(), r] for a, r in zip(audio["audio"],
                                                                                                 audio["sample_rate"])]}}))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": str(registry["uri"])}
     out = tmp_path / "out.json"
-    proc = subprocess.run([sys.executable, "-m", "mlflow", "models", "predict", "-m", "models:/student/1",
+    proc = subprocess.run([logged_env_python, "-m", "mlflow", "models", "predict", "-m", f"models:/{name}/1",
                            "-i", str(request), "-t", "json", "-o", str(out), "--env-manager", "local"],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+                          capture_output=True, text=True, env=_clean_env(MLFLOW_TRACKING_URI=str(registry["uri"])),
+                          cwd=tmp_path, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    predictions = json.loads(out.read_text())["predictions"]
-    assert len(predictions) == 2 and set(predictions[0]) == set(CLASSES)
+    assert "Type hint used in the model's predict function is not supported" not in proc.stderr
+    served = pd.DataFrame(json.loads(out.read_text())["predictions"])
+    expected = mlflow.pyfunc.load_model(f"models:/{name}/1").predict(audio)
+    assert list(served.columns) == CLASSES
+    np.testing.assert_allclose(served.to_numpy(), expected.to_numpy(), atol=1e-5)
+
+
+def test_every_model_family_imports_with_only_the_logged_requirements(registry, logged_env_python: Path,
+                                                                       tmp_path: Path) -> None:
+    """Other families (EAT, ATST, DyMN) are logged the same way: every module of the packages a served model
+    draws on must import there too."""
+    code = _model_dir(registry, "student") / "code"
+    packages = ["audiopipe.audio", "audiopipe.models", "audiopipe.inference"]
+    modules = ["audiopipe.commands.tag", "audiopipe.commands.detect", "audiopipe.metrics.sed",
+               "audiopipe.tracking.pyfunc_model"]
+    script = (f"import importlib, pkgutil, sys; sys.path.insert(0, {str(code)!r})\n"
+              f"for name in {modules!r}: importlib.import_module(name)\n"
+              f"for package in {packages!r}:\n"
+              "    path = importlib.import_module(package).__path__\n"
+              "    for info in pkgutil.walk_packages(path, package + '.'): importlib.import_module(info.name)\n")
+    proc = subprocess.run([logged_env_python, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env=_clean_env(), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.network
+def test_logged_environment_resolves_from_pypi(registry) -> None:
+    """What `--env-manager uv` installs on a fresh Linux x86_64 machine, resolved from PyPI (metadata only, no
+    wheels downloaded): the pinned Python is one uv can download, the build dependencies and requirements.txt
+    resolve, and torch keeps the logged version."""
+    uv = pytest.importorskip("uv", reason="uv (dev extra) runs --env-manager uv").find_uv_bin()
+    local = _model_dir(registry, "student")
+    python_env = yaml.safe_load((local / "python_env.yaml").read_text())
+    env = {k: v for k, v in _clean_env().items() if not k.startswith("UV_")}
+    listed = subprocess.run([uv, "python", "list", str(python_env["python"]), "--only-downloads", "--no-config",
+                             "--output-format", "json"], capture_output=True, text=True, env=env, check=True)
+    assert [p for p in json.loads(listed.stdout) if p["version"] == str(python_env["python"])], listed.stdout
+    build = local / "build-requirements.txt"
+    build.write_text("\n".join(python_env["build_dependencies"]))
+    locked = {}
+    for requirements in (build, local / "requirements.txt"):
+        proc = subprocess.run([uv, "pip", "compile", str(requirements), "--no-config", "--no-cache", "--no-header",
+                               "--default-index", "https://pypi.org/simple", "--python-version",
+                               str(python_env["python"]), "--python-platform", "x86_64-manylinux_2_28"],
+                              capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        locked.update(line.split("==") for line in proc.stdout.splitlines() if "==" in line)
+    assert locked["torch"] == metadata.version("torch").split("+")[0]
+    assert locked["mlflow"] == mlflow.__version__
 
 
 def test_each_stage_output_gets_its_own_registered_name() -> None:

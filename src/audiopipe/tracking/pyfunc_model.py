@@ -5,6 +5,11 @@ Logged by `log_pyfunc_model(mlflow, checkpoint, name)`:
                 name and kwargs; no pickled code)
     code        `audiopipe` copied as `code_paths`, so the model loads where audiopipe is not installed;
                 the model itself is defined "from code" (a three-line entry script), not pickled
+    environment `requirements.txt`: `PYFUNC_REQUIREMENTS` pinned to the logging environment's versions (plus
+                the `mlflow` pin MLflow adds), all resolvable from PyPI; `python_env.yaml` pins the exact
+                Python (uv downloads it where it is missing), so `mlflow models predict --env-manager uv`
+                builds the environment on a fresh machine. On Linux x86_64 PyPI's torch is the CUDA build
+                (measured: >= 2.7 GiB of wheels with its nvidia-* dependencies, 5 GiB in uv's cache)
     signature   input: a DataFrame with column `audio` (array of double, any length, mono, [-1, 1]) and
                 optional `sample_rate` (long; default the model's rate); output: one column per class name,
                 float probabilities
@@ -21,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 PYFUNC_REQUIREMENTS = ("torch", "torchaudio", "numpy", "scipy", "soundfile", "pandas", "safetensors")
@@ -42,9 +48,8 @@ class AudioPipeModel(PythonModel):
 
         self.loaded = load_for_inference(context.artifacts["checkpoint"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        import pandas as pd
-
+    # `pd.DataFrame`: a hint MLflow skips for schema inference (with `Any` it warns on every prediction)
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         if self.loaded is None:
             self.load_context(context)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
