@@ -19,6 +19,7 @@ from audiopipe.tracking import stage_run
 from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
 from audiopipe.training.distill import distill_mobilenet
+from audiopipe.training.distributed import launched_rank
 
 log = logging.getLogger(__name__)
 SECTIONS = ("distill_mobilenet", "distill_mobilenet_nokd")
@@ -45,15 +46,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
+    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
+    if main_rank:
+        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     cfg = load_params(args.section, CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     kwargs = task_kwargs(args)
     if cfg.kd_lambda >= 1.0:
         kwargs["teacher_h5"] = None  # the baseline never opens the teacher file
     args.out.mkdir(parents=True, exist_ok=True)
-    with stage_run(args.section, params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+    enabled = tracking.enabled and main_rank
+    with stage_run(args.section, params=cfg, enabled=enabled, experiment=tracking.experiment) as run:
         result = TASK(cfg, **kwargs, tracker=run)
+        if not main_rank:
+            return
         run.log_metrics(result.metrics, step=len(result.history))
         write_curves(args.out, result.history)
         write_json_atomic(args.out / "metrics.json", result.metrics)

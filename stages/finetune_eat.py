@@ -19,6 +19,7 @@ from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
+from audiopipe.training.distributed import launched_rank
 from audiopipe.training.finetune_eat import finetune_eat
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ def _check_official_location(path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
+    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
+    if main_rank:
+        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     cfg = load_params("finetune_eat", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -67,8 +70,11 @@ def main() -> None:
         kwargs["pretrained"] = None
     if cfg.init == "official" and cfg.official_checkpoint:
         _check_official_location(Path(cfg.official_checkpoint))
-    with stage_run("finetune_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+    enabled = tracking.enabled and main_rank
+    with stage_run("finetune_eat", params=cfg, enabled=enabled, experiment=tracking.experiment) as run:
         result = TASK(cfg, **kwargs, tracker=run)
+        if not main_rank:
+            return
         metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
         write_curves(args.out, result.history)
         write_json_atomic(args.out / "metrics.json", metrics)

@@ -18,6 +18,7 @@ from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
+from audiopipe.training.distributed import launched_rank
 from audiopipe.training.pretrain import pretrain_eat
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
+    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
+    if main_rank:
+        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     cfg = load_params("pretrain_eat", CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
-    with stage_run("pretrain_eat", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+    enabled = tracking.enabled and main_rank
+    with stage_run("pretrain_eat", params=cfg, enabled=enabled, experiment=tracking.experiment) as run:
         result = pretrain_eat(cfg, clips_dir=args.clips, checkpoint=args.out / "eat.pt", tracker=run)
+        if not main_rank:
+            return
         write_curves(args.out, result.history)
         metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
         write_json_atomic(args.out / "metrics.json", metrics)

@@ -19,6 +19,7 @@ from audiopipe.stage_lock import hold_output_lock
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves
+from audiopipe.training.distributed import launched_rank
 from audiopipe.training.finetune_sed import train_atst_sed
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
+    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
+    if main_rank:
+        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
     section = f"atst_stage{args.phase}"
     if args.phase == 2 and args.init is None:
         raise SystemExit("--phase 2 needs --init (phase 1's model.pt)")
     cfg = load_params(section, CONFIG, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
-    with stage_run(section, params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
+    with stage_run(section, params=cfg, enabled=tracking.enabled and main_rank, experiment=tracking.experiment) as run:
         result = TASK(cfg, **task_kwargs(args), tracker=run)
+        if not main_rank:
+            return
         write_curves(args.out, result.history)
         write_json_atomic(args.out / "metrics.json", result.metrics)
         log_stage_outputs(run, args.out, args.out / "model.pt", log_model=True)

@@ -72,7 +72,7 @@ UNIT, UNIT_HALF_OPEN = Bounds(0, 1), Bounds(0, 1, high_open=True)
 RANGES: dict[str, Bounds] = {
     **dict.fromkeys(["batch_size", "eval_batch_size", "batch_sizes", "epochs", "epoch_len", "hop_length", "n_mels",
                      "sample_rate", "target_frames", "clones", "median_window", "median_windows", "val_every",
-                     "max_polyphony", "mp3_bitrate_kbps"], AT_LEAST_1),
+                     "max_polyphony", "mp3_bitrate_kbps", "nproc_per_node", "nnodes"], AT_LEAST_1),
     **dict.fromkeys(["clip_duration_s", "duration_s", "clip_seconds", "lr", "lr_cnn", "lr_rnn", "temperature",
                      "width_mult", "max_grad_norm", "sampling_offset"], POSITIVE),
     **dict.fromkeys(["n_train", "n_valid", "n_test", "n_weak", "n_unlabelled", "max_events", "workers", "num_workers",
@@ -541,3 +541,25 @@ class SweepConfig:
 
 
 # <<< section: evaluate / tracking / sweep
+
+# >>> section: launcher (processes per training stage; `python -m audiopipe.launch`)
+@dataclasses.dataclass(frozen=True)
+class StageLaunchConfig:
+    """How many processes run one training stage: one process, or `torchrun` (DDP) when the total exceeds 1."""
+
+    nproc_per_node: int  # processes on each machine (one per GPU; gloo processes on CPU)
+    nnodes: int  # machines; > 1 needs rdzv_endpoint and the same command started on every machine
+    rdzv_endpoint: str | None  # HOST:PORT on the node-rank-0 machine (reachable from all); null on one machine
+
+
+@dataclasses.dataclass(frozen=True)
+class LauncherConfig:
+    """`launcher` section: one entry per training stage (listed under that stage's `params:` in dvc.yaml)."""
+
+    pretrain_eat: StageLaunchConfig
+    finetune_eat: StageLaunchConfig
+    distill_mobilenet: StageLaunchConfig
+    distill_mobilenet_nokd: StageLaunchConfig
+    atst_stage1: StageLaunchConfig
+    atst_stage2: StageLaunchConfig
+# <<< section: launcher

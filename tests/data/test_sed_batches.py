@@ -86,6 +86,16 @@ def test_mixed_loader_collates_dicts_with_subset_codes(pack: dict[str, Path]) ->
     assert hasattr(loader.sampler, "set_epoch")  # fit reshuffles every epoch through it
 
 
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_take_turns_over_the_single_process_batches(world_size: int) -> None:
+    whole = list(SubsetBatchSampler([10, 6, 20], [2, 1, 4], seed=0))  # 5 batches
+    shares = [list(SubsetBatchSampler([10, 6, 20], [2, 1, 4], seed=0, rank=r, world_size=world_size))
+              for r in range(world_size)]
+    steps = len(whole) // world_size
+    assert [len(share) for share in shares] == [steps] * world_size  # the same number of optimizer steps
+    assert [share[k] for k in range(steps) for share in shares] == whole[: steps * world_size]
+
+
 def test_weak_mask_selects_the_weak_subset_only() -> None:
     """The clip-level BCE is taken on the weak clips only, not on strong + weak (spec atst_sed.md §6.2)."""
     masks = subset_masks(torch.tensor([STRONG, WEAK, UNLABELLED, WEAK, STRONG]))

@@ -3,7 +3,8 @@
 Rules: every DVC stage lists exactly one params section, its own (stage key == section name), whose dataclass is
 the `CONFIG` its stage script exports (the stage list is dvc.yaml's, `audiopipe.stage_registry`). Sections that
 are not DVC stages are `tracking` (read by every stage script but not a DVC param: it changes no output, so
-switching MLflow off must not invalidate the cache) and `sweep` (read only by `audiopipe sweep`). Every section
+switching MLflow off must not invalidate the cache), `sweep` (read only by `audiopipe sweep`) and `launcher` (one
+entry per training stage, listed as `launcher.<stage>` beside the stage's own section). Every section
 of params.yaml has exactly the fields of its dataclass, and every sweep space names fields of its stage.
 """
 
@@ -20,7 +21,8 @@ from audiopipe import config as C
 from audiopipe.stage_registry import load_script, read_stages
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_STAGE_SECTIONS: dict[str, type] = {"tracking": C.TrackingConfig, "sweep": C.SweepConfig}
+NOT_STAGE_SECTIONS: dict[str, type] = {"tracking": C.TrackingConfig, "sweep": C.SweepConfig,
+                                       "launcher": C.LauncherConfig}
 SECTIONS: dict[str, type] = {
     **{name: load_script(ROOT / str(stage.script)).CONFIG for name, stage in read_stages(ROOT / "dvc.yaml").items()},
     **NOT_STAGE_SECTIONS,
@@ -33,7 +35,13 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 @pytest.mark.parametrize("stage", sorted(DVC))
 def test_dvc_stage_lists_exactly_its_own_section(stage: str) -> None:
-    assert DVC[stage].get("params") == [stage]
+    launcher = [f"launcher.{stage}"] if stage in PARAMS["launcher"] else []  # training stages: their processes
+    assert DVC[stage].get("params") == [stage, *launcher]
+
+
+@pytest.mark.parametrize("stage", sorted(PARAMS["launcher"]))
+def test_launcher_entries_are_stages_started_through_the_launcher(stage: str) -> None:
+    assert " ".join(DVC[stage]["cmd"].split()).startswith(f"python -m audiopipe.launch {stage} stages/")
 
 
 def test_every_section_is_a_stage_or_a_declared_shared_block() -> None:

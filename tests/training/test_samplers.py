@@ -7,7 +7,12 @@ import torch
 from torch.utils.data import Dataset
 
 from audiopipe.training import loop
-from audiopipe.training.samplers import DistributedWeightedSampler, EpochSampler, WeightedEpochSampler
+from audiopipe.training.samplers import (
+    DistributedEpochSampler,
+    DistributedWeightedSampler,
+    EpochSampler,
+    WeightedEpochSampler,
+)
 
 WEIGHTS = [0.5, 3.0, 0.0, 1.0, 2.0, 0.25, 4.0]
 
@@ -82,3 +87,22 @@ def test_make_loader_keeps_weighted_sampling_under_ddp(monkeypatch: pytest.Monke
     loader.sampler.set_epoch(3)
     weighted.set_epoch(3)
     assert torch.cat(list(loader)).tolist() == list(weighted)[1::2]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_make_loader_splits_the_single_process_order_under_ddp(monkeypatch: pytest.MonkeyPatch,
+                                                               shuffle: bool) -> None:
+    """Without a sampler the ranks' batches k together are the single-process batch k (a DistributedSampler
+    shuffles with another seed, so 2 x batch/2 would not train on the batches 1 x batch does)."""
+    items = list(range(8))  # a multiple of the world size: no padding
+    single = [batch.tolist() for batch in loop.make_loader(items, batch_size=4, shuffle=shuffle, seed=5)]
+    monkeypatch.setattr(loop.distributed, "init_distributed", lambda: True)
+    monkeypatch.setattr(loop.distributed, "world_size", lambda: 2, raising=False)
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(loop.distributed, "rank", lambda rank=rank: rank)
+        loader = loop.make_loader(items, batch_size=2, shuffle=shuffle, seed=5)
+        assert isinstance(loader.sampler, DistributedEpochSampler)
+        shares.append([batch.tolist() for batch in loader])
+    merged = [sorted(a + b) for a, b in zip(*shares, strict=True)]
+    assert merged == [sorted(batch) for batch in single]

@@ -113,6 +113,8 @@ class SubsetBatchSampler(Sampler[list[int]]):
 
     Each subset is reshuffled every epoch by a generator seeded with (seed, epoch), so the order depends
     only on those two numbers (exact resume). Subsets are concatenated in the given order inside a batch.
+    Under DDP rank r of `world_size` takes the batches r, r + world_size, ... of that order, every rank the same
+    number (an epoch's last `len % world_size` batches are dropped): one optimizer step sees `world_size` batches.
 
     Example:
         >>> sampler = SubsetBatchSampler([10, 6, 20], [2, 1, 4], seed=0)
@@ -120,7 +122,10 @@ class SubsetBatchSampler(Sampler[list[int]]):
         (5, 7)
     """
 
-    def __init__(self, subset_sizes: Sequence[int], batch_sizes: Sequence[int], *, seed: int) -> None:
+    def __init__(self, subset_sizes: Sequence[int], batch_sizes: Sequence[int], *, seed: int, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
         if len(subset_sizes) != len(batch_sizes):
             raise ValueError(f"{len(batch_sizes)} batch sizes for {len(subset_sizes)} subsets")
         if any(b < 0 for b in batch_sizes) or sum(batch_sizes) == 0:
@@ -133,17 +138,18 @@ class SubsetBatchSampler(Sampler[list[int]]):
         self.subset_sizes, self.batch_sizes = list(subset_sizes), list(batch_sizes)
         self.offsets = np.concatenate([[0], np.cumsum(self.subset_sizes)[:-1]]).astype(int).tolist()
         self.seed, self.epoch = seed, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return min(n // b for n, b in zip(self.subset_sizes, self.batch_sizes) if b > 0)
+        return min(n // b for n, b in zip(self.subset_sizes, self.batch_sizes) if b > 0) // self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         orders = [torch.randperm(n, generator=generator).tolist() for n in self.subset_sizes]
-        for step in range(len(self)):
+        for step in range(self.rank, len(self) * self.world_size, self.world_size):
             batch: list[int] = []
             for order, offset, size in zip(orders, self.offsets, self.batch_sizes):
                 batch.extend(offset + i for i in order[step * size : (step + 1) * size])
@@ -168,10 +174,12 @@ class MixedBatchDataset(Dataset):
 
 
 def make_mixed_loader(
-    datasets: Sequence[SEDClipDataset], batch_sizes: Sequence[int], *, seed: int, num_workers: int = 0
+    datasets: Sequence[SEDClipDataset], batch_sizes: Sequence[int], *, seed: int, num_workers: int = 0,
+    rank: int = 0, world_size: int = 1,
 ) -> DataLoader:
-    """DataLoader of mixed batches; `loader.sampler.set_epoch(e)` reshuffles (`fit` calls it)."""
-    sampler = SubsetBatchSampler([len(d) for d in datasets], batch_sizes, seed=seed)
+    """DataLoader of mixed batches (DDP: this rank's share); `loader.sampler.set_epoch(e)` reshuffles (`fit`)."""
+    sampler = SubsetBatchSampler([len(d) for d in datasets], batch_sizes, seed=seed, rank=rank,
+                                 world_size=world_size)
     return DataLoader(MixedBatchDataset(datasets), sampler=sampler, batch_size=None, num_workers=num_workers)
 
 

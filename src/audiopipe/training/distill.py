@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from audiopipe.audio.augment import mix, mixup_params, random_gain, time_roll
 from audiopipe.config import DistillMobilenetConfig
@@ -47,6 +48,7 @@ from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.training.checkpoint import file_sha256
+from audiopipe.training.distributed import is_main_process
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
 from audiopipe.training.samplers import WeightedEpochSampler
@@ -186,7 +188,8 @@ def distill_mobilenet(
     )
     train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, sampler=sampler,
                                num_workers=cfg.num_workers)
-    valid_loader = make_loader(valid, cfg.batch_size, shuffle=False, seed=cfg.seed, num_workers=cfg.num_workers)
+    # not sharded under DDP: rank 0 alone validates, on the whole split
+    valid_loader = DataLoader(valid, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
     recalib_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, num_workers=cfg.num_workers)
     steps_per_epoch = math.ceil(len(train_loader.sampler) / cfg.batch_size)  # type: ignore[arg-type]
     total_steps = max(1, cfg.epochs * steps_per_epoch)
@@ -244,6 +247,8 @@ def distill_mobilenet(
                   on_epoch_end=on_epoch_end,
                   extra_state={"best": best}, resume_path=resume, resume_key=key, seed=cfg.seed,
                   desc="distill")
+    if not is_main_process():  # under DDP rank 0 alone evaluated: it alone holds the best epoch and writes it
+        return TaskResult(metrics={}, checkpoint=None, history=history.steps)
     best.write(checkpoint)  # the selected epoch's weights, also when a resumed run never beat them again
     resume.unlink(missing_ok=True)
     best_epoch = next((e for e in history.epochs if e["epoch"] == best.best_epoch), history.epochs[-1] if

@@ -36,6 +36,7 @@ from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
 from audiopipe.training.checkpoint import file_sha256, load_checkpoint, load_state_dict_strict
+from audiopipe.training.distributed import is_main_process
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader, resume_key
 from audiopipe.training.pretrain import open_splits
@@ -173,7 +174,7 @@ def finetune_eat(
                             roll_mag=cfg.roll_mag, gain_db=cfg.gain_db)
     groups = param_groups_layer_decay(model, lr=cfg.lr, layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, weight_decay=cfg.weight_decay)
-    steps = len(train) // cfg.batch_size if drop_last else math.ceil(len(train) / cfg.batch_size)
+    steps = len(loader)  # optimizer steps per epoch: this rank's share under DDP
     total = max(1, cfg.epochs * steps)
     scheduler = fairseq_cosine(optimizer, warmup_steps=min(total, round(cfg.warmup_fraction * total)),
                                total_steps=total, min_lr=cfg.lr * cfg.min_lr_ratio)
@@ -210,6 +211,8 @@ def finetune_eat(
                               init=_digest(pretrained), official=_digest(cfg.official_checkpoint)),
         seed=cfg.seed, desc="finetune_eat",
     )
+    if not is_main_process():  # under DDP rank 0 alone evaluated: it alone holds the best epoch and writes it
+        return TaskResult(metrics={}, checkpoint=None, history=history.steps)
     if best.payload is None:  # e.g. every epoch gave NaN mAP: keep the last weights rather than nothing
         best.keep(cfg.epochs - 1, _payload(tagger, builder_kwargs, class_names, sample_rate, cfg,
                                            {"valid/mAP_prior": prior["mAP"]}))

@@ -34,8 +34,9 @@ from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader
 from audiopipe.models import build_model
 from audiopipe.models.sed import SEDModel, as_sed_model
 from audiopipe.models.sed_encoders import AugmentableFrameEncoder
+from audiopipe.training import distributed
 from audiopipe.training.checkpoint import file_sha256, load_checkpoint, load_state_dict_strict, save_checkpoint
-from audiopipe.training.distributed import resolve_device
+from audiopipe.training.distributed import is_main_process, resolve_device
 from audiopipe.training.ema import EMA
 from audiopipe.training.loop import BestTracker, TaskResult, fit, resume_key
 from audiopipe.training.sed_optim import lr_factor, param_groups
@@ -165,11 +166,14 @@ def train_atst_sed(
     if init_payload is not None and "mean_teacher" in init_payload:
         load_state_dict_strict(teacher.module, init_payload["mean_teacher"], source=f"{init_checkpoint} (mean_teacher)")
     model.to(device), teacher.to(device)
+    distributed.init_distributed()  # under torchrun: each rank draws its share of the mixed batches
     loader = make_mixed_loader(
         _datasets(cfg, clips_dir, n_frames, model.frame_rate_hz, int(model.sample_rate)),
         cfg.batch_sizes,
         seed=cfg.seed,
         num_workers=cfg.num_workers,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
     )
     steps_per_epoch = len(loader)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
@@ -246,6 +250,8 @@ def train_atst_sed(
         desc=f"atst_stage{phase}",
         progress=cfg.progress,
     )
+    if not is_main_process():  # under DDP rank 0 alone evaluated: it alone holds the best epoch and writes it
+        return TaskResult(metrics={}, checkpoint=None, history=history.steps)
     best_states = best.payload
     if best_states is not None:
         model.load_state_dict(best_states["student"])

@@ -30,7 +30,12 @@ from tqdm.auto import tqdm
 
 from audiopipe.training import distributed
 from audiopipe.training.checkpoint import load_checkpoint, save_checkpoint
-from audiopipe.training.samplers import DistributedWeightedSampler, EpochSampler, WeightedEpochSampler
+from audiopipe.training.samplers import (
+    DistributedEpochSampler,
+    DistributedWeightedSampler,
+    EpochSampler,
+    WeightedEpochSampler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +156,15 @@ def make_loader(
     """DataLoader whose batch order depends only on (seed, epoch).
 
     Under DDP each rank reads its share: a `WeightedEpochSampler` becomes a `DistributedWeightedSampler` (the
-    same weighted draw of the same length, split over the ranks); any other sampler is replaced by a
-    `DistributedSampler` over the dataset.
+    same weighted draw of the same length, split over the ranks), no sampler a `DistributedEpochSampler` (the
+    single-process order, split); any other sampler is replaced by a `DistributedSampler` over the dataset.
     """
     if distributed.init_distributed():
         ranks = {"rank": distributed.rank(), "world_size": distributed.world_size()}
         if isinstance(sampler, WeightedEpochSampler):
             sampler = DistributedWeightedSampler.from_sampler(sampler, **ranks)
+        elif sampler is None:  # the single-process order, split: same global batches at batch_size / world_size
+            sampler = DistributedEpochSampler(len(dataset), shuffle, seed, **ranks)  # type: ignore[arg-type]
         else:
             sampler = DistributedSampler(  # type: ignore[arg-type]
                 dataset, num_replicas=ranks["world_size"], rank=ranks["rank"], shuffle=shuffle, seed=seed,
@@ -435,6 +442,8 @@ def _optimizer_step(trainer: _Trainer, max_grad_norm: float | None, sums: dict[s
     trainer.progress.step += 1
     n = trainer.progress.batch_in_epoch % accum or accum
     metrics = {f"train/{name}": value / n for name, value in sums.items()}
+    # under DDP: the global batch's mean (equal per-rank batches), not rank 0's share
+    metrics = dict(zip(metrics, distributed.mean_over_ranks(list(metrics.values())), strict=True))
     metrics["train/lr"] = float(trainer.optimizer.param_groups[0]["lr"])
     metrics["epoch"] = float(trainer.progress.epoch)
     trainer.history.steps.append({"step": trainer.progress.step, **metrics})

@@ -87,10 +87,6 @@ class _EpochLosses:
         self.values = list(state["values"])
 
 
-def _steps_per_epoch(n_items: int, batch_size: int, drop_last: bool) -> int:
-    return n_items // batch_size if drop_last else math.ceil(n_items / batch_size)
-
-
 def pretrain_eat(
     cfg: PretrainEatConfig,
     *,
@@ -112,7 +108,7 @@ def pretrain_eat(
     model = build_pretrainer(cfg)
     params = [p for p in model.parameters() if p.requires_grad]  # excludes the EMA teacher
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=1e-8, weight_decay=cfg.weight_decay)
-    total = max(1, cfg.epochs * _steps_per_epoch(n_clips, cfg.batch_size, drop_last))
+    total = max(1, cfg.epochs * len(loader))  # optimizer steps: this rank's share under DDP
     scheduler = warmup_cosine(optimizer, warmup_steps=min(total, round(cfg.warmup_fraction * total)),
                               total_steps=total)
     log.info("pretrain_eat: %d clips from %s, %s, %d optimizer steps", n_clips, [d.reader.path.name for d in datasets],

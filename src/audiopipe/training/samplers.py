@@ -1,7 +1,8 @@
 """Samplers whose order is a pure function of (seed, epoch), so a resumed run sees the same batches.
 
-`DistributedWeightedSampler` splits `WeightedEpochSampler`'s draw over DDP ranks (`make_loader` uses it under
-DDP when given a `WeightedEpochSampler`).
+`DistributedWeightedSampler` splits `WeightedEpochSampler`'s draw over DDP ranks and `DistributedEpochSampler`
+`EpochSampler`'s order (`make_loader` uses them under DDP), so that with a per-rank batch of
+`batch_size / world_size` the ranks' batches k together are the single-process batch k.
 """
 
 from __future__ import annotations
@@ -51,6 +52,43 @@ class WeightedEpochSampler(Sampler[int]):
         return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist())
 
 
+def _rank_share(indices: list[int], rank: int, world_size: int) -> Iterator[int]:
+    """Items `rank, rank + world_size, ...` of `indices`, padded with its first items to a multiple of world_size."""
+    total = -(-len(indices) // world_size) * world_size
+    while indices and len(indices) < total:
+        indices += indices[: total - len(indices)]
+    return iter(indices[rank:total:world_size])
+
+
+class DistributedEpochSampler(Sampler[int]):
+    """One DDP rank's share of `EpochSampler`'s order (same convention as `DistributedWeightedSampler`).
+
+    Example:
+        >>> shares = [list(DistributedEpochSampler(5, True, seed=0, rank=r, world_size=2)) for r in (0, 1)]
+        >>> [i for pair in zip(*shares) for i in pair][:5] == list(EpochSampler(5, True, seed=0))
+        True
+    """
+
+    def __init__(self, n_items: int, shuffle: bool, seed: int, *, rank: int, world_size: int) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
+        self.base = EpochSampler(n_items, shuffle, seed)
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def epoch(self) -> int:
+        return self.base.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.base.n_items // self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return _rank_share(list(self.base), self.rank, self.world_size)
+
+
 class DistributedWeightedSampler(Sampler[int]):
     """One DDP rank's share of `WeightedEpochSampler`'s draw.
 
@@ -93,8 +131,4 @@ class DistributedWeightedSampler(Sampler[int]):
         return -(-self.base.num_samples // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(self.base)
-        total = len(self) * self.world_size
-        while indices and len(indices) < total:
-            indices += indices[: total - len(indices)]
-        return iter(indices[self.rank : total : self.world_size])
+        return _rank_share(list(self.base), self.rank, self.world_size)
