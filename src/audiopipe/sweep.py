@@ -263,6 +263,7 @@ def run_sweep(
     """
     import optuna
 
+    load_targets(root)  # the stages of <root>/dvc.yaml (callers that registered targets keep them)
     if stage not in TARGETS:
         raise KeyError(f"stage '{stage}' is not sweepable; sweepable stages: {sorted(TARGETS)}")
     if stage not in sweep_cfg.stages:

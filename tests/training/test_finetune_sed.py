@@ -435,6 +435,9 @@ def test_stage2_batch_size_ablation_is_a_plain_optuna_sweep(runs: dict, tmp_path
     from audiopipe.config import SweepConfig, SweepStageConfig
     from audiopipe.sweep import run_sweep
 
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copy(repo / "dvc.yaml", tmp_path / "dvc.yaml")  # the sweep derives its targets from dvc.yaml
+    shutil.copytree(repo / "stages", tmp_path / "stages")
     (tmp_path / "data" / "atst_stage1").mkdir(parents=True)
     shutil.copytree(runs["root"] / "pack", tmp_path / "data" / "pack_hdf5")
     shutil.copy(runs["s1"], tmp_path / "data" / "atst_stage1" / "model.pt")
