@@ -38,8 +38,8 @@ def log_tiny_tagger(root: Path) -> str:
     import torch
 
     from audiopipe.models import build_model
+    from audiopipe.storage import save_checkpoint
     from audiopipe.tracking.pyfunc_model import log_pyfunc_model
-    from audiopipe.training.checkpoint import save_checkpoint
 
     kwargs = {"width_mult": 0.1, "n_classes": 3, "sample_rate": 16000, "n_mels": 32, "hop_length": 320}
     torch.manual_seed(0)

@@ -24,9 +24,9 @@ import torch
 
 from audiopipe.config import AtstSedConfig, load_params
 from audiopipe.models import build_model
-from audiopipe.training.ema import EMA
+from audiopipe.models.ema import EMA
 from audiopipe.training.finetune_sed import output_frames
-from audiopipe.training.sed_step import SEDStep
+from audiopipe.training.sed.step import SEDStep
 
 
 def step_seconds(cfg: AtstSedConfig, phase: int, repeats: int) -> float:

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import DistillMobilenetConfig, TrackingConfig, load_params
 from audiopipe.stage_lock import hold_output_lock
+from audiopipe.storage import write_json_atomic
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.outputs import log_stage_outputs
 from audiopipe.training.curves import write_curves

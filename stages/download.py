@@ -11,10 +11,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import DownloadConfig, TrackingConfig, load_params
 from audiopipe.data.download import download
 from audiopipe.stage_lock import hold_output_lock
+from audiopipe.storage import write_json_atomic
 from audiopipe.tracking import stage_run
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from audiopipe.audio.io import write_text_atomic
 from audiopipe.config import EvaluateConfig, TrackingConfig, load_params
 from audiopipe.evaluation.run import evaluate_pipeline, manifest_hash, metrics_json, split_metrics
 from audiopipe.stage_lock import hold_output_lock
+from audiopipe.storage import write_text_atomic
 from audiopipe.tracking import stage_run
 from audiopipe.tracking.mlflow import git_commit
 

@@ -12,10 +12,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from audiopipe.audio.io import write_json_atomic
 from audiopipe.config import ResampleConfig, TrackingConfig, load_params
 from audiopipe.data.prepare import resample_dataset
 from audiopipe.stage_lock import hold_output_lock
+from audiopipe.storage import write_json_atomic
 from audiopipe.tracking import stage_run
 
 log = logging.getLogger(__name__)

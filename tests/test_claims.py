@@ -20,7 +20,7 @@ from audiopipe import claims, sweep
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 from audiopipe.training.loop import TaskResult
 
 EVAL = SimpleNamespace(split="test", duration_s=1.0, batch_size=4, median_windows=[3], threshold=0.5,

@@ -158,7 +158,7 @@ def _duration(seconds: float) -> str:
 def _train_and_score(claim: Claim, variant: Variant, seed: int, run_dir: Path, *, configs: Mapping[str, Any],
                      data_dir: Path, out_dir: Path, reader: Any, eval_cfg: Any, tracking: Mapping[str, Any]
                      ) -> dict[str, Any]:
-    from audiopipe.audio.io import write_json_atomic
+    from audiopipe.storage import write_json_atomic
     from audiopipe.tracking.outputs import log_stage_outputs
     from audiopipe.training.curves import write_curves
 
@@ -206,8 +206,8 @@ def run_claims(claims: Sequence[str], seeds: Sequence[int], *, configs: Mapping[
 
     `configs` maps each section in `sections(claims)` to its base config; `eval_cfg` is the `evaluate` section.
     """
-    from audiopipe.audio.io import write_json_atomic, write_text_atomic
     from audiopipe.data.hdf5 import ClipReader
+    from audiopipe.storage import write_json_atomic, write_text_atomic
 
     unknown = [name for name in claims if name not in CLAIMS]
     if unknown or not claims:

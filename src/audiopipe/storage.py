@@ -1,7 +1,14 @@
-"""Checkpoint files: atomic writes, safe loading (`weights_only=True`), checksums, strict state-dict loading.
+"""Files on disk, the bottom layer every other layer uses: atomic writes, JSON, checksums, checkpoints.
 
-Every payload written here carries `audiopipe_sha256`, a digest of everything else in it; `load_checkpoint`
-recomputes it, so flipped bytes inside a tensor are an error instead of silently different predictions.
+- `atomic_write(path)` yields a temporary sibling of `path` and renames it over `path` when the block succeeds;
+  on any failure the temporary file is deleted and `path` is left as it was. `write_text_atomic` and
+  `write_json_atomic` (sorted keys, indented) are built on it.
+- `file_sha256` / `file_digest` name a file by content (manifests, downloads, resume keys).
+- Checkpoints: every payload written by `save_checkpoint` carries `audiopipe_sha256`, a digest of everything
+  else in it; `load_checkpoint` (`weights_only=True`, no pickled code runs) recomputes it, so flipped bytes
+  inside a tensor are an error instead of silently different predictions.
+- `load_state_dict_strict` / `check_state_dict`: exact keys and shapes, else `CheckpointError` (the one
+  exception type for a file that cannot be read or does not fit its model).
 
 Final-model payload (see docs/architecture.md): `{"builder", "builder_kwargs", "model", "class_names",
 "sample_rate", "config", "metrics"}`; resume payloads written by `training.loop.fit` add optimizer,
@@ -11,13 +18,71 @@ scheduler, RNG and progress fields.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a checkpoint is handled: text and JSON writers stay light
+    import torch
+    from torch import nn
+
+
+def atomic_target(path: Path, suffix: str = ".part") -> Path:
+    """Create and return an empty temporary sibling of `path` (same folder, so the final rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_write(path: str | Path, suffix: str = ".part") -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write; rename it over `path` if the block succeeds, else delete it.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "a.txt"
+        >>> with atomic_write(out) as tmp:
+        ...     _ = tmp.write_text("hello")
+        >>> out.read_text(), sorted(p.name for p in out.parent.iterdir())
+        ('hello', ['a.txt'])
+    """
+    path = Path(path)
+    tmp = atomic_target(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a small text file atomically (temp file + rename)."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | Path, obj: object) -> None:
+    """Write JSON (sorted keys, indented) atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def file_digest(path: str | Path, algo: str = "sha256", chunk_bytes: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes with `algo` (sha256, or md5 for the pins Zenodo publishes), read in chunks."""
+    digest = hashlib.new(algo, usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (manifest `sha256` column, download checksums, resume keys)."""
+    return file_digest(path, "sha256")
 
 
 class CheckpointError(RuntimeError):
@@ -27,17 +92,10 @@ class CheckpointError(RuntimeError):
 CHECKSUM_KEY = "audiopipe_sha256"  # sha256 of the rest of the payload (`payload_digest`), written by save_checkpoint
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (names an input by content in resume keys)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def payload_digest(payload: Any) -> str:
     """sha256 over a payload's structure, its tensors' dtype/shape/bytes and its other values (keys sorted)."""
+    import torch
+
     digest = hashlib.sha256()
 
     def walk(value: Any) -> None:
@@ -64,18 +122,16 @@ def payload_digest(payload: Any) -> str:
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` plus its checksum (`CHECKSUM_KEY`) with torch.save to a temp file, then rename it over `path`."""
+    import torch
+
     path = Path(path)
     payload = {**payload, CHECKSUM_KEY: payload_digest(payload)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path, suffix=".tmp") as tmp, open(tmp, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        Path(tmp).unlink(missing_ok=True)
         # torch's zip writer turns a full disk into "RuntimeError: [enforce fail ...] unexpected pos" raised while
         # handling the OSError; name the file and the real cause either way
         cause = err if isinstance(err, OSError) else err.__context__
@@ -83,9 +139,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             raise
         raise OSError(cause.errno, f"{path}: cannot write checkpoint ({cause.strerror or cause}); free disk space or "
                       "choose another output folder, then rerun the stage (nothing was replaced)") from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -95,6 +148,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, truncated or unsafe file (the message says which and what to do).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; run the stage that writes it (dvc repro)")

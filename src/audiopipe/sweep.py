@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from audiopipe.config import SweepConfig, SweepStageConfig
+from audiopipe.storage import write_text_atomic
 from audiopipe.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -359,9 +360,7 @@ def write_best(study: Any, stage: str, out_dir: Path, storage: str) -> SweepSumm
     path = out_dir / "best_params.yaml"
     doc = {"stage": stage, "study": study.study_name, "storage": storage, "trial": best.number,
            "value": best.value, "params": {stage: params}, "apply": command}
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
     return SweepSummary(
         study_name=study.study_name, storage=storage,
         n_complete=len(complete), n_pruned=count[optuna.trial.TrialState.PRUNED],

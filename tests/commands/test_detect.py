@@ -12,7 +12,7 @@ import torch
 
 from audiopipe.commands import detect
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 
 CLASSES = ["Speech", "Dog", "Alarm"]
 KWARGS = {"n_classes": 3, "channels": [4] * 7, "rnn_hidden": 4, "rnn_layers": 1, "dropout": 0.0}

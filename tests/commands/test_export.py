@@ -11,7 +11,7 @@ import torch
 from audiopipe.audio.features import EfficientATMel
 from audiopipe.commands import export
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 
 KWARGS = {"width_mult": 0.1, "n_classes": 5, "sample_rate": 16000, "n_mels": 32, "hop_length": 320}
 

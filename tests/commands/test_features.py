@@ -13,7 +13,7 @@ import torch
 from audiopipe.cli import main
 from audiopipe.models import build_model
 from audiopipe.models.eat.frontend import EATFrontEnd
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 
 D = 96  # eat_demo width
 

@@ -16,7 +16,7 @@ import torch
 
 from audiopipe.cli import COMMANDS, available, main
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 
 TAG_KWARGS = {"width_mult": 0.1, "n_classes": 3, "sample_rate": 16000, "n_mels": 32, "hop_length": 320}
 SED_KWARGS = {"n_classes": 3, "channels": [4] * 7, "rnn_hidden": 4, "rnn_layers": 1, "dropout": 0.0}

@@ -15,7 +15,7 @@ import torch
 from audiopipe.audio.resample import resample
 from audiopipe.commands import tag
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 
 CLASSES = ["Speech", "Dog", "Alarm", "Music"]
 KWARGS = {"width_mult": 0.1, "n_classes": 4, "sample_rate": 16000, "n_mels": 32, "hop_length": 320}

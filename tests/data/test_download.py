@@ -15,10 +15,11 @@ import pytest
 import soundfile as sf
 
 from audiopipe.data.download import DownloadError, download, extract, fetch, parse_checksum
-from audiopipe.data.manifests import read_metadata, sha256_file
+from audiopipe.data.manifests import read_metadata
 from audiopipe.data.mixer import Foreground, choose_onsets, crop_or_loop, mix_soundscape, rms, segment_events
 from audiopipe.data.sources import realmix
 from audiopipe.data.sources.containers import ContainerError, read_ar, read_cat, read_deb, read_pk3, read_rcc
+from audiopipe.storage import file_sha256
 
 
 def test_fetch_resumes_partial_download_and_checks_sha256(server: tuple[str, Path], tmp_path: Path) -> None:
@@ -48,7 +49,7 @@ def test_fetch_verifies_md5_pins_and_refetches_on_a_new_pin(server: tuple[str, P
     (root / "c.zip").write_bytes(b"zenodo publishes md5 only")
     md5 = hashlib.md5(b"zenodo publishes md5 only").hexdigest()
     target = fetch(f"{url}/c.zip", tmp_path / "c.zip", sha256=f"md5:{md5}")
-    assert (tmp_path / "c.zip.completed").read_text().strip() == sha256_file(target)
+    assert (tmp_path / "c.zip.completed").read_text().strip() == file_sha256(target)
     with pytest.raises(DownloadError, match=rf"c\.zip: md5 {md5} != expected 0{{32}}; the partial file was deleted"):
         fetch(f"{url}/c.zip", target, sha256="md5:" + "0" * 32)  # a completed file that fails a new pin is refetched
     assert not target.exists() and not (tmp_path / "c.zip.partial").exists()
@@ -99,7 +100,7 @@ def test_esc50_from_local_server(server: tuple[str, Path], tmp_path: Path) -> No
                     "1-1-A-0.wav,1,0,dog,True,1,A\n5-2-A-1.wav,5,1,rooster,False,2,A\n")  # fmt: skip
         for name in ("1-1-A-0.wav", "5-2-A-1.wav"):
             zf.writestr(f"ESC-50-master/audio/{name}", _wav_bytes(np.full(800, 0.1, np.float32)))
-    download("esc50", tmp_path / "data", url=f"{url}/esc.zip", sha256=sha256_file(root / "esc.zip"))
+    download("esc50", tmp_path / "data", url=f"{url}/esc.zip", sha256=file_sha256(root / "esc.zip"))
     classes, clips = read_metadata(tmp_path / "data" / "esc50")
     assert classes == ["dog", "rooster"] and [(c.split, c.labels) for c in clips] == [
         ("train", ("dog",)),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from audiopipe.data.manifests import Clip, ManifestError, read_metadata, sha256_file, write_metadata
+from audiopipe.data.manifests import Clip, ManifestError, read_metadata, write_metadata
 
 CLASSES = ["Dog", "Cat"]
 
@@ -121,8 +121,3 @@ def test_bad_header(tmp_path: Path) -> None:
 def test_missing_classes_file(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="classes.txt"):
         read_metadata(tmp_path)
-
-
-def test_sha256_file(tmp_path: Path) -> None:
-    (tmp_path / "x").write_bytes(b"abc")
-    assert sha256_file(tmp_path / "x") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -15,7 +15,7 @@ from audiopipe.evaluation.baselines import PRIOR_ROW, PROBE_ROW
 from audiopipe.evaluation.run import evaluate_pipeline
 from audiopipe.evaluation.scoring import waveform_batch
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 
 CFG = SimpleNamespace(split="test", duration_s=1.0, batch_size=4, median_windows=[3], threshold=0.5,
                       timeline_clips=1)

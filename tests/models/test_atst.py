@@ -14,7 +14,7 @@ from audiopipe.models import atst
 from audiopipe.models.atst.checkpoint import load_atst_checkpoint, map_atst_keys
 from audiopipe.models.atst.encoder import FrameAST
 from audiopipe.models.atst.frontend import ATST_NORM_MAX_DB, ATST_NORM_MIN_DB, ATSTFrontEnd
-from audiopipe.training.checkpoint import CheckpointError
+from audiopipe.storage import CheckpointError
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "atst_keys.json"
 SR = 16000

@@ -25,6 +25,7 @@ from audiopipe.models.dymn import (
 )
 from audiopipe.models.dymn.context import Context, ContextGen
 from audiopipe.models.mobilenet.blocks import InvertedResidual
+from audiopipe.storage import CheckpointError
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "dymn_dymn10_keys.json"
 
@@ -223,7 +224,7 @@ def test_load_official_weights_strictly(tmp_path: Path) -> None:
     torch.testing.assert_close(tagger.net.layers[5].depth_conv.weight, state["layers.5.depth_conv.weight"])
     assert list(tagger.state_dict()) == [f"net.{k}" for k in state]
     del state["classifier.5.bias"]
-    with pytest.raises(ValueError, match=r"missing=\['classifier.5.bias'\]"):
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): classifier.5.bias"):
         load_official_weights(tagger, state)
 
 

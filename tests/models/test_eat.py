@@ -15,7 +15,7 @@ from audiopipe.models.eat.frontend import EATFrontEnd, num_frames
 from audiopipe.models.eat.masking import clone_masks, compute_block_mask_2d
 from audiopipe.models.eat.pretraining import EATPretrainer
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
-from audiopipe.training.checkpoint import CheckpointError
+from audiopipe.storage import CheckpointError
 
 DEMO = {"embed_dim": 32, "depth": 2, "num_heads": 4}
 
@@ -421,7 +421,7 @@ def test_fairseq_file_with_pickled_config_loads_without_running_it(pretrainer: E
 
 def test_strict_save_load_round_trip(tagger: EATTagger, tmp_path) -> None:
     from audiopipe.models import load_model
-    from audiopipe.training.checkpoint import save_checkpoint
+    from audiopipe.storage import save_checkpoint
 
     kwargs = {"size": "eat_demo", "n_classes": 5, "sample_rate": 32000, "target_frames": 112}
     torch.manual_seed(4)

@@ -1,11 +1,11 @@
-"""Tests for audiopipe.training.ema: parameter averaging and the two buffer policies."""
+"""Tests for audiopipe.models.ema: parameter averaging and the two buffer policies."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from audiopipe.training.ema import EMA
+from audiopipe.models.ema import EMA
 
 
 def _net() -> nn.Module:

@@ -12,6 +12,7 @@ from audiopipe.models import build_model
 from audiopipe.models.mobilenet import NAMES, MobileNetTagger, MobileNetV3, build, load_official_weights, tagger_kwargs
 from audiopipe.models.mobilenet.blocks import make_divisible
 from audiopipe.models.mobilenet.model import block_configs
+from audiopipe.storage import CheckpointError
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "mobilenet_mn10_keys.json"
 
@@ -210,9 +211,10 @@ def test_load_official_weights_lists_mismatches() -> None:
     state = _official_like_state_dict()
     del state["classifier.5.bias"]
     state["classifier.9.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing=\['classifier.5.bias'\].*unexpected=\['classifier.9.weight'\]"):
+    listed = r"missing keys \(1\): classifier.5.bias; unexpected keys \(1\): classifier.9.weight"
+    with pytest.raises(CheckpointError, match=listed):
         load_official_weights(build("mn10_as"), state)
-    with pytest.raises(ValueError, match="shape mismatches"):
+    with pytest.raises(CheckpointError, match="shape mismatches"):
         load_official_weights(build("mn10_as", n_classes=10), _official_like_state_dict())
 
 

@@ -1,4 +1,4 @@
-"""Tests for audiopipe.models.sed (+ sed_crnn, sed_frontend, sed_encoders): CRNN, fusion, adapters, builders."""
+"""Tests for audiopipe.models.sed (model, crnn, frontend, encoders): CRNN, fusion, adapters, builders."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from torch import nn
 from audiopipe.models import build_model, load_model
 from audiopipe.models import sed as sed_module
 from audiopipe.models.sed import SEDModel, build, resample_frames
-from audiopipe.models.sed_crnn import strong_weak_heads
-from audiopipe.models.sed_frontend import SEDMelFrontEnd
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.models.sed.crnn import strong_weak_heads
+from audiopipe.models.sed.frontend import SEDMelFrontEnd
+from audiopipe.storage import save_checkpoint
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "sed_atst_crnn_keys.json"
 SR = 16000
@@ -225,7 +225,7 @@ def test_eat_adapter_frames_and_fusion() -> None:
 )
 def test_encoder_input_splits_at_the_linear_mel(name: str, kwargs: dict[str, Any]) -> None:
     """Stage 2 mixes clips between `linear_input` and `input_from_linear`: the split must be lossless."""
-    from audiopipe.models.sed_encoders import AugmentableFrameEncoder
+    from audiopipe.models.sed.encoders import AugmentableFrameEncoder
 
     torch.manual_seed(0)
     encoder = build(name, **kwargs, **TINY_CRNN).eval().encoder

@@ -116,7 +116,7 @@ def _tiny_pipeline_outputs(data: Path) -> None:
     from audiopipe.data.hdf5 import ClipReader
     from audiopipe.data.synthetic import make_synthetic_pack
     from audiopipe.models import build_model
-    from audiopipe.training.checkpoint import save_checkpoint
+    from audiopipe.storage import save_checkpoint
     from audiopipe.training.curves import write_curves
 
     packs = make_synthetic_pack(data / "pack_hdf5", n_per_split=3, sample_rate=16000)

@@ -30,7 +30,7 @@ import torch
 import yaml
 from torch import nn
 
-from audiopipe.audio.io import REJECT_REASONS, AudioDecodeError, audio_info, ffmpeg_exe, save_audio, write_json_atomic
+from audiopipe.audio.io import REJECT_REASONS, AudioDecodeError, audio_info, ffmpeg_exe, save_audio
 from audiopipe.audio.resample import resample_file
 from audiopipe.config import ConfigError, ResampleConfig, load_params
 from audiopipe.data.download import DownloadError, download, extract, fetch
@@ -38,7 +38,13 @@ from audiopipe.data.hdf5 import ClipFileError, ClipReader, ClipWriter
 from audiopipe.data.manifests import Clip, ManifestError, write_metadata
 from audiopipe.data.predictions import PredictionsError, read_predictions, write_predictions
 from audiopipe.data.prepare import pack_dataset, resample_dataset
-from audiopipe.training.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict, save_checkpoint
+from audiopipe.storage import (
+    CheckpointError,
+    load_checkpoint,
+    load_state_dict_strict,
+    save_checkpoint,
+    write_json_atomic,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RATE = 16000

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from audiopipe.models import build_model, load_model
-from audiopipe.training.checkpoint import CHECKSUM_KEY, CheckpointError, load_checkpoint, save_checkpoint
+from audiopipe.storage import CHECKSUM_KEY, CheckpointError, load_checkpoint, save_checkpoint
 
 
 def _student_checkpoint(path: Path) -> tuple[Path, torch.Tensor]:
@@ -65,7 +65,7 @@ def test_a_forged_architecture_is_refused_before_any_weights_are_allocated(tmp_p
     payload = load_checkpoint(path)
     payload["builder_kwargs"]["width_mult"] = 400.0
     save_checkpoint(path, payload)  # a valid checksum: only the architecture is forged
-    script = ("import sys\nfrom audiopipe.models import load_model\nfrom audiopipe.training.checkpoint import "
+    script = ("import sys\nfrom audiopipe.models import load_model\nfrom audiopipe.storage import "
               "CheckpointError\ntry:\n    load_model(sys.argv[1])\nexcept CheckpointError as err:\n"
               "    print('refused:', str(err)[:200])\n"  # VmHWM: this process image's peak (ru_maxrss keeps the
               "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"  # forked parent's)
@@ -82,12 +82,11 @@ def test_a_full_disk_while_saving_names_the_checkpoint_and_leaves_no_temp_file(
 ) -> None:
     import errno
 
-    from audiopipe.training import checkpoint
 
     def no_space(*_: object, **__: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.torch, "save", no_space)
+    monkeypatch.setattr(torch, "save", no_space)
     with pytest.raises(OSError, match=r"model\.pt: cannot write checkpoint \(No space left on device\)") as err:
         save_checkpoint(tmp_path / "out" / "model.pt", {"model": {"w": torch.ones(2)}})
     assert err.value.errno == errno.ENOSPC
@@ -124,7 +123,6 @@ def test_a_full_disk_inside_torch_zip_writer_is_an_oserror_naming_the_checkpoint
     inline_container.cc] unexpected pos` raised while handling the OSError, a traceback without the file."""
     import errno
 
-    from audiopipe.training import checkpoint
 
     def zip_writer_on_full_disk(*_: object, **__: object) -> None:
         try:
@@ -132,7 +130,7 @@ def test_a_full_disk_inside_torch_zip_writer_is_an_oserror_naming_the_checkpoint
         except OSError:
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1019776 vs 1019664")  # noqa: B904 - torch chains implicitly
 
-    monkeypatch.setattr(checkpoint.torch, "save", zip_writer_on_full_disk)
+    monkeypatch.setattr(torch, "save", zip_writer_on_full_disk)
     with pytest.raises(OSError, match=r"\.resume\.pt: cannot write checkpoint \(No space left on device\)"):
         save_checkpoint(tmp_path / ".student.resume.pt", {"model": {"w": torch.ones(2)}})
     assert list(tmp_path.iterdir()) == []
@@ -140,6 +138,6 @@ def test_a_full_disk_inside_torch_zip_writer_is_an_oserror_naming_the_checkpoint
     def other_runtime_error(*_: object, **__: object) -> None:
         raise RuntimeError("a bug, not the disk")
 
-    monkeypatch.setattr(checkpoint.torch, "save", other_runtime_error)
+    monkeypatch.setattr(torch, "save", other_runtime_error)
     with pytest.raises(RuntimeError, match="a bug, not the disk"):
         save_checkpoint(tmp_path / "x.pt", {"model": {}})

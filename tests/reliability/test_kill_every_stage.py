@@ -40,7 +40,7 @@ import yaml
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.predictions import write_predictions
 from audiopipe.data.synthetic import make_synthetic_pack
-from audiopipe.training.checkpoint import load_checkpoint
+from audiopipe.storage import load_checkpoint
 from tests.reliability.test_kill_resume import REPO, _command, _kill_when, _write_params
 
 EPOCHS = 3

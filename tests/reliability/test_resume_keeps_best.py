@@ -21,8 +21,8 @@ import torch
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.predictions import write_predictions
 from audiopipe.data.synthetic import make_synthetic_pack
+from audiopipe.storage import load_checkpoint
 from audiopipe.training import distill, finetune_eat, finetune_sed
-from audiopipe.training.checkpoint import load_checkpoint
 from tests.training.test_distill import CFG as DISTILL_CFG
 from tests.training.test_finetune_eat import finetune_cfg
 from tests.training.test_finetune_sed import tiny_config

@@ -199,8 +199,8 @@ def test_stage_outputs_are_logged_as_artifacts_and_model(client, store: str, tmp
     import mlflow
 
     from audiopipe.models import build_model
+    from audiopipe.storage import save_checkpoint
     from audiopipe.tracking.outputs import log_stage_outputs
-    from audiopipe.training.checkpoint import save_checkpoint
 
     kwargs = {"width_mult": 0.1, "n_classes": 3, "sample_rate": 16000, "n_mels": 32, "hop_length": 320}
     model = build_model("mn_tagger", **kwargs)

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 
 mlflow = pytest.importorskip("mlflow")
 

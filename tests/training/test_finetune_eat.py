@@ -14,7 +14,7 @@ from audiopipe.config import FinetuneEatConfig, PretrainEatConfig
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
 from audiopipe.models.eat.tagger import EATTagger
-from audiopipe.training.checkpoint import load_checkpoint
+from audiopipe.storage import load_checkpoint
 from audiopipe.training.finetune_eat import AugmentedTagger, bce_loss, build_tagger, finetune_eat, prior_baseline
 from audiopipe.training.pretrain import pretrain_eat
 
@@ -144,7 +144,7 @@ def test_official_init_takes_the_encoder_size_from_the_checkpoint(tmp_path: Path
 
 def test_official_init_with_an_unknown_encoder_size_names_width_depth_and_presets(tmp_path: Path) -> None:
     from audiopipe.models.eat.encoder import EATEncoder
-    from audiopipe.training.checkpoint import CheckpointError
+    from audiopipe.storage import CheckpointError
     from tests.models.test_eat import fairseq_encoder_keys
 
     path = tmp_path / "odd.pt"

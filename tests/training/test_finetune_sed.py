@@ -13,7 +13,7 @@ import torch
 from audiopipe.config import AtstSedConfig
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
-from audiopipe.training.checkpoint import load_checkpoint
+from audiopipe.storage import load_checkpoint
 from audiopipe.training.finetune_sed import lr_factor, median_windows, output_frames, param_groups, train_atst_sed
 
 METRIC_KEYS = {
@@ -222,7 +222,7 @@ def test_frame_targets_line_up_with_model_frames_on_a_32k_pack(tmp_path: Path) -
 
 def _step_inputs(**overrides: object) -> tuple:
     from audiopipe.models import build_model
-    from audiopipe.training.ema import EMA
+    from audiopipe.models.ema import EMA
 
     torch.manual_seed(0)
     values: dict[str, object] = {"mixup_prob": 1.0, "frame_shift_max_frames": 0, "mask_time_frames": 0.0,
@@ -251,7 +251,7 @@ def _spy(module: torch.nn.Module, name: str, seen: list) -> None:
 
 @pytest.mark.parametrize("consistency", ["ict", "mean_teacher"])
 def test_stage2_teacher_sees_clean_input_only_with_ict(consistency: str) -> None:
-    from audiopipe.training.sed_step import SEDStep
+    from audiopipe.training.sed.step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(consistency=consistency, freq_warp_prob=0.0, mixup_encoder_input=True)
     teacher_mels: list = []
@@ -271,7 +271,7 @@ def test_stage2_teacher_sees_clean_input_only_with_ict(consistency: str) -> None
 
 
 def test_stage2_frequency_warp_draws_separately_for_student_and_teacher() -> None:
-    from audiopipe.training.sed_step import SEDStep
+    from audiopipe.training.sed.step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(mixup_prob=0.0, freq_warp_prob=1.0)
     student_inputs: list = []
@@ -297,7 +297,7 @@ def test_tag_only_validation_pack_is_a_clear_error(tmp_path: Path) -> None:
     import numpy as np
 
     from audiopipe.data.hdf5 import ClipWriter
-    from audiopipe.training.sed_validation import eval_split
+    from audiopipe.training.sed.validation import eval_split
 
     path = tmp_path / "valid.h5"
     with ClipWriter(path, class_names=["Dog", "Cat"], sample_rate=16000, codec="pcm16", has_strong=False) as writer:
@@ -309,9 +309,9 @@ def test_tag_only_validation_pack_is_a_clear_error(tmp_path: Path) -> None:
 def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable() -> None:
     from torch import nn
 
+    from audiopipe.models.ema import EMA
     from audiopipe.models.sed import SEDModel
-    from audiopipe.training.ema import EMA
-    from audiopipe.training.sed_step import SEDStep
+    from audiopipe.training.sed.step import SEDStep
 
     class PlainEncoder(nn.Module):  # FrameEncoder without linear_input/input_from_linear
         module_name, sample_rate, feature_dim = "plain", 16000, 3
@@ -348,7 +348,7 @@ def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable
 
 @pytest.mark.parametrize("phase", [1, 2])
 def test_feature_cache_gives_the_uncached_step_and_runs_the_front_ends_once_per_clip(phase: int) -> None:
-    from audiopipe.training.sed_step import SEDStep
+    from audiopipe.training.sed.step import SEDStep
 
     overrides = {"consistency": "mean_teacher", "mixup_prob": 0.0, "mixup_encoder_input": False,
                  "freq_warp_prob": 0.0}
@@ -376,7 +376,7 @@ def test_feature_cache_gives_the_uncached_step_and_runs_the_front_ends_once_per_
 
 
 def test_feature_cache_rolls_mels_and_frames_with_the_frame_shift() -> None:
-    from audiopipe.training.sed_feature_cache import ClipFeatureCache
+    from audiopipe.training.sed.feature_cache import ClipFeatureCache
 
     _, model, _, batch = _step_inputs()
     n_frames = output_frames(model, 1.0)
@@ -398,7 +398,7 @@ def test_feature_cache_rolls_mels_and_frames_with_the_frame_shift() -> None:
 
 
 def test_feature_cache_refuses_batches_without_clip_keys() -> None:
-    from audiopipe.training.sed_step import SEDStep
+    from audiopipe.training.sed.step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(cache_features=True)
     step = SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
@@ -410,7 +410,7 @@ def test_stage_test_scores_equal_the_evaluate_stage_scores(runs: dict) -> None:
     """The stage's own test metrics and `evaluate`'s must come from the same frame scores (same audio path)."""
     from audiopipe.data.hdf5 import ClipReader
     from audiopipe.evaluation.scoring import load_sed_models, sed_frame_scores
-    from audiopipe.training.sed_validation import eval_split, predict_strong
+    from audiopipe.training.sed.validation import eval_split, predict_strong
 
     models, _ = load_sed_models(runs["s2"])
     test_pack = runs["root"] / "pack" / "test.h5"
@@ -460,7 +460,7 @@ def test_stage2_batch_size_ablation_is_a_plain_optuna_sweep(runs: dict, tmp_path
 
 def test_weak_bce_is_taken_on_the_weak_clips_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Spec §6.2: BCE(weak_s[weak], y_weak) with `weak` = the weak subset, not strong + weak clips."""
-    from audiopipe.training import sed_step
+    from audiopipe.training.sed import step as sed_step
 
     cfg, model, teacher, batch = _step_inputs(consistency="mean_teacher", mixup_prob=0.0)
     batch = {**batch, "subset": torch.tensor([0, 1, 1, 2])}  # strong, weak, weak, unlabelled
@@ -482,8 +482,8 @@ def test_weak_bce_is_taken_on_the_weak_clips_only(monkeypatch: pytest.MonkeyPatc
 def test_mean_teacher_keeps_its_own_batchnorm_statistics() -> None:
     """Spec §4.4/§6.3: the EMA averages parameters only; the teacher's BN running statistics come from its own
     train-mode forward passes and are never copied from the student."""
-    from audiopipe.training.ema import EMA
-    from audiopipe.training.sed_step import SEDStep
+    from audiopipe.models.ema import EMA
+    from audiopipe.training.sed.step import SEDStep
 
     cfg, model, _, batch = _step_inputs(consistency="ict")
     teacher = EMA(model, decay=0.9, copy_buffers=False)
@@ -515,7 +515,7 @@ def _warped(inputs: torch.Tensor, clean: torch.Tensor, groups: list[slice]) -> l
 def test_stage2_frequency_warp_tosses_one_coin_per_batch() -> None:
     """Spec §5.5: p = 0.5 per batch; when it fires, every group of the student and of the teacher input is
     warped (each with its own crop); otherwise none is."""
-    from audiopipe.training.sed_step import SEDStep
+    from audiopipe.training.sed.step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(mixup_prob=0.0, freq_warp_prob=0.5)
     clean = model.encoder.input_features(batch["audio"])

@@ -31,13 +31,13 @@ from audiopipe.data.labels import encode_events
 from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import param_groups_layer_decay
+from audiopipe.models.ema import EMA
 from audiopipe.training.distill import _student_kwargs, _StudentStep, recalibrate_batchnorm
-from audiopipe.training.ema import EMA
 from audiopipe.training.finetune_eat import AugmentedTagger, bce_loss, build_tagger
 from audiopipe.training.finetune_sed import _build, output_frames
 from audiopipe.training.loop import fit
-from audiopipe.training.sed_optim import param_groups
-from audiopipe.training.sed_step import SEDStep
+from audiopipe.training.sed.optim import param_groups
+from audiopipe.training.sed.step import SEDStep
 
 SAMPLE_RATE = 16000
 DURATION_S = 1.0

@@ -15,7 +15,7 @@ from audiopipe.data.manifests import DEFAULT_CLASSES
 from audiopipe.data.predictions import PredictionsError, read_attrs, read_predictions
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import build_model, load_model
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 from audiopipe.training.predict import predict_teacher
 
 PREDICT: dict[str, Any] = dict(

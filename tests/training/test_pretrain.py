@@ -13,7 +13,7 @@ from audiopipe.config import PretrainEatConfig
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
 from audiopipe.models.eat.encoder import EATEncoder
-from audiopipe.training.checkpoint import load_checkpoint
+from audiopipe.storage import load_checkpoint
 from audiopipe.training.pretrain import open_splits, pretrain_eat
 
 PRETRAIN: dict[str, Any] = dict(

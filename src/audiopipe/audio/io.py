@@ -11,18 +11,17 @@ the binary shipped inside the `imageio-ffmpeg` wheel, so no system package is ne
 from __future__ import annotations
 
 import errno
-import json
-import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from audiopipe.storage import atomic_write
 
 
 class AudioDecodeError(RuntimeError):
@@ -178,39 +177,11 @@ def audio_info(path: str | Path) -> AudioInfo:
         return AudioInfo(sample_rate=sample_rate, channels=data.shape[1], frames=data.shape[0])
 
 
-def atomic_target(path: Path) -> Path:
-    """A temporary sibling of `path` (same folder, so the final rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_audio(path: str | Path, waveform: np.ndarray, sample_rate: int) -> None:
     """Write `(T,)` or `(T, channels)` float audio as PCM16 wav, atomically (temp file + rename)."""
     path = Path(path)
     waveform = np.asarray(waveform, dtype=np.float32)
     if not np.isfinite(waveform).all():
         raise ValueError(f"{path}: refusing to write non-finite samples")
-    tmp = atomic_target(path)
-    try:
+    with atomic_write(path) as tmp:
         sf.write(str(tmp), np.clip(waveform, -1.0, 1.0), int(sample_rate), subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a small text file atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = atomic_target(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: str | Path, obj: object) -> None:
-    """Write JSON (sorted keys, indented) atomically."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

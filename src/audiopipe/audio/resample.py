@@ -22,7 +22,8 @@ from typing import IO
 import numpy as np
 import soundfile as sf
 
-from audiopipe.audio.io import REJECT_REASONS, AudioDecodeError, atomic_target, ffmpeg_exe
+from audiopipe.audio.io import REJECT_REASONS, AudioDecodeError, ffmpeg_exe
+from audiopipe.storage import atomic_write
 
 __all__ = ["REJECT_REASONS", "AudioDecodeError", "decode_resampled", "resample", "resample_file"]
 
@@ -204,15 +205,11 @@ def resample_file(src: str | Path, dst: str | Path, sample_rate: int) -> float:
         OSError: the output cannot be written (e.g. disk full); `dst` is left as it was.
     """
     src, dst = Path(src), Path(dst)
-    tmp = atomic_target(dst)
-    try:
+    with atomic_write(dst) as tmp:
         samples = _copy_if_already_there(src, sample_rate, tmp)
         if samples is None:
             samples = _decode(src, sample_rate, tmp, None)
         written = sf.info(str(tmp)).frames
         if written != samples:
             raise OSError(errno.EIO, f"ffmpeg wrote {written} of {samples} samples", str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return samples / sample_rate

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise UserError(f"OUT {args.out} exists; pass --force to overwrite it or choose another name", exit_code=2)
     from audiopipe.inference.checkpoints import load_for_inference, to_payload
-    from audiopipe.training.checkpoint import save_checkpoint
+    from audiopipe.storage import save_checkpoint
 
     loaded = load_for_inference(args.official, model_name=args.model)
     save_checkpoint(args.out, to_payload(loaded))

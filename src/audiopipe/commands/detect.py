@@ -211,8 +211,8 @@ def detect_file(path: Path, model: SoundEventDetector, loaded: InferenceModel, a
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from audiopipe.audio.io import write_text_atomic
     from audiopipe.inference.options import resolve_device
+    from audiopipe.storage import write_text_atomic
 
     if not args.list_classes:
         require_files(args.files, "detect")

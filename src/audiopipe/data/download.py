@@ -28,8 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from audiopipe.audio.io import write_text_atomic
-from audiopipe.data.manifests import file_digest, sha256_file
+from audiopipe.storage import file_digest, file_sha256, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ def fetch(
             partial.unlink()
             raise DownloadError(f"{url}: {pin[0]} {actual} != expected {pin[1]}; the partial file was deleted, rerun")
     os.replace(partial, target)
-    write_text_atomic(marker, (pin[1] if pin and pin[0] == "sha256" else sha256_file(target)) + "\n")
+    write_text_atomic(marker, (pin[1] if pin and pin[0] == "sha256" else file_sha256(target)) + "\n")
     return target
 
 

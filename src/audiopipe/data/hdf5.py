@@ -34,7 +34,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from audiopipe.audio.io import atomic_target, ffmpeg_exe
+from audiopipe.audio.io import ffmpeg_exe
+from audiopipe.storage import atomic_target
 
 FORMAT = "audiopipe-clips"
 FORMAT_VERSION = 1

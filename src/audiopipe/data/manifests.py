@@ -16,14 +16,13 @@ A data folder (`data/download/<source>/`, mirrored by `data/resample/<source>/`)
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from audiopipe.audio.io import write_text_atomic
+from audiopipe.storage import write_text_atomic
 
 SPLITS = ("train", "valid", "test", "weak", "unlabelled")
 STRONG_SPLITS = ("train", "valid", "test")
@@ -234,17 +233,3 @@ def _check_row(where: str, name: str, labels: Sequence[str], known: set[str], by
     for label in labels:
         if label not in known:
             raise ManifestError(f"{where}: unknown label {label!r}; add it to classes.txt or fix the row")
-
-
-def file_digest(path: str | Path, algo: str = "sha256", chunk_bytes: int = 1 << 20) -> str:
-    """Hex digest of a file's bytes with `algo` (sha256, or md5 for the pins Zenodo publishes), read in chunks."""
-    digest = hashlib.new(algo, usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (the manifest's `sha256` column, download checksums)."""
-    return file_digest(path, "sha256", chunk_bytes)

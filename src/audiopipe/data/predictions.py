@@ -13,8 +13,6 @@ logits indexed by another vocabulary would silently train the student on the wro
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import h5py
 import numpy as np
 
 from audiopipe.data.hdf5 import discard, write_error
+from audiopipe.storage import atomic_write
 
 ATTR_CLASS_NAMES = "class_names"
 ATTR_TEACHER = "teacher"
@@ -75,29 +74,24 @@ def write_predictions(
                                    f"and {len(class_names)} classes")
         if not np.isfinite(logits).all():
             raise PredictionsError(f"{path}: split '{split}' has non-finite logits")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    f = h5py.File(tmp, "w")
-    try:
-        f.attrs[ATTR_CLASS_NAMES] = json.dumps(list(class_names))
-        f.attrs[ATTR_TEACHER] = teacher
-        f.attrs[ATTR_CHECKPOINTS] = json.dumps([str(p) for p in checkpoints])
-        for split, (clip_ids, logits) in per_split.items():
-            group = f.create_group(split)
-            group.create_dataset(DS_CLIP_IDS, data=list(clip_ids), dtype=h5py.string_dtype("utf-8"))
-            group.create_dataset(DS_LOGITS, data=np.asarray(logits, dtype=np.float32))
-        f.flush()  # a failed write surfaces here, not inside close() (see audiopipe.data.hdf5.discard)
-        f.close()
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        discard(f)
-        Path(tmp).unlink(missing_ok=True)
-        raise write_error(Path(tmp), err, "rerun `dvc repro predict_teacher`") from err
-    except BaseException:
-        discard(f)
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, suffix=".tmp") as tmp:
+        f = h5py.File(tmp, "w")
+        try:
+            f.attrs[ATTR_CLASS_NAMES] = json.dumps(list(class_names))
+            f.attrs[ATTR_TEACHER] = teacher
+            f.attrs[ATTR_CHECKPOINTS] = json.dumps([str(p) for p in checkpoints])
+            for split, (clip_ids, logits) in per_split.items():
+                group = f.create_group(split)
+                group.create_dataset(DS_CLIP_IDS, data=list(clip_ids), dtype=h5py.string_dtype("utf-8"))
+                group.create_dataset(DS_LOGITS, data=np.asarray(logits, dtype=np.float32))
+            f.flush()  # a failed write surfaces here, not inside close() (see audiopipe.data.hdf5.discard)
+            f.close()
+        except (OSError, RuntimeError) as err:
+            discard(f)
+            raise write_error(tmp, err, "rerun `dvc repro predict_teacher`") from err
+        except BaseException:
+            discard(f)
+            raise
     return path
 
 

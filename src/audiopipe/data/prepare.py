@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from audiopipe.audio.io import AudioDecodeError, atomic_target, audio_info, load_audio, write_text_atomic
+from audiopipe.audio.io import AudioDecodeError, audio_info, load_audio
 from audiopipe.audio.resample import resample_file
 from audiopipe.data.hdf5 import ClipWriter
 from audiopipe.data.manifests import SPLITS, STRONG_SPLITS, Clip, read_metadata
+from audiopipe.storage import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,8 @@ def _convert(job: tuple[str, str, int]) -> tuple[str, float, str, str]:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = atomic_target(dst)
-    try:
+    with atomic_write(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resample_dataset(

@@ -256,7 +256,8 @@ def build_synthetic_source(
     from dataclasses import replace
 
     from audiopipe.audio.io import save_audio
-    from audiopipe.data.manifests import sha256_file, write_metadata
+    from audiopipe.data.manifests import write_metadata
+    from audiopipe.storage import file_sha256
 
     dest = Path(dest)
     clips = []
@@ -269,6 +270,6 @@ def build_synthetic_source(
         max_events=max_events,
     ):
         save_audio(dest / clip.path, audio, sample_rate)
-        clips.append(replace(clip, sha256=sha256_file(dest / clip.path)))
+        clips.append(replace(clip, sha256=file_sha256(dest / clip.path)))
     write_metadata(dest, clips, class_names)
     return clips

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from audiopipe.storage import atomic_write
 
 TAGGING_COLUMNS = (("test/mAP", "mAP"), ("test/roc_auc", "ROC-AUC"), ("test/d_prime", "d′"),
                    ("test/score_spread", "score spread"), ("params_m", "params (M)"), ("gmacs_10s", "GMACs / 10 s"),
@@ -152,9 +152,6 @@ def render_html(data: ReportData) -> str:
 
 def write_report(path: Path, data: ReportData) -> Path:
     """Write the HTML atomically; the PNG files named in `data` must already sit beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(render_html(data))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(render_html(data), encoding="utf-8")
     return path

@@ -33,7 +33,7 @@ from audiopipe.metrics.sed import plot_roc, scores_to_events, write_roc_csv
 from audiopipe.metrics.tagging import precision_recall_curve
 from audiopipe.training.curves import read_curve
 from audiopipe.training.loop import TaskResult
-from audiopipe.training.sed_validation import reference_events
+from audiopipe.training.sed.validation import reference_events
 
 log = logging.getLogger(__name__)
 TRAIN_SPLITS = ("train", "weak")  # the packs the taggers learn from; the tagging baselines are fit on them

@@ -20,8 +20,8 @@ from audiopipe.models.complexity import count_macs, count_parameters
 from audiopipe.models.protocols import SoundEventDetector, WaveformTagger
 from audiopipe.models.sed import SEDModel
 from audiopipe.models.sed import build as build_sed_model
-from audiopipe.training.checkpoint import load_state_dict_strict
-from audiopipe.training.sed_validation import median_windows, reference_events
+from audiopipe.storage import load_state_dict_strict
+from audiopipe.training.sed.validation import median_windows, reference_events
 
 Event = tuple[float, float, str]
 

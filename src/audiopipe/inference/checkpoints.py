@@ -99,8 +99,8 @@ def read_raw(path: str | Path) -> dict[str, Any]:
 
 
 def _verified(payload: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Our checkpoints carry a checksum of their content (training.checkpoint); check it and drop it."""
-    from audiopipe.training.checkpoint import CHECKSUM_KEY, payload_digest
+    """Our checkpoints carry a checksum of their content (audiopipe.storage); check it and drop it."""
+    from audiopipe.storage import CHECKSUM_KEY, payload_digest
 
     stored = payload.pop(CHECKSUM_KEY, None)
     if stored is not None and stored != payload_digest(payload):
@@ -160,7 +160,7 @@ def _generic_names(n: int, path: Path) -> tuple[list[str], str]:
 def _strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, hint: str,
             check_only: bool = False) -> None:
     """Load `state` strictly (or only compare keys and shapes, e.g. on a meta model); UserError on a mismatch."""
-    from audiopipe.training.checkpoint import CheckpointError, check_state_dict, load_state_dict_strict
+    from audiopipe.storage import CheckpointError, check_state_dict, load_state_dict_strict
 
     try:
         (check_state_dict if check_only else load_state_dict_strict)(model, dict(state), source=str(path))
@@ -194,7 +194,7 @@ def _load_eat(raw: Mapping[str, Any], path: Path) -> InferenceModel:
     from audiopipe.models.eat.checkpoint import convert_state_dict, load_official
     from audiopipe.models.eat.encoder import EATEncoder
     from audiopipe.models.eat.tagger import EATTagger
-    from audiopipe.training.checkpoint import CheckpointError
+    from audiopipe.storage import CheckpointError
 
     inner = raw["model"] if isinstance(raw.get("model"), Mapping) else raw
     try:

@@ -51,7 +51,7 @@ def load_model(path: str | Path, expected: type[nn.Module] = nn.Module) -> tuple
     """
     import torch
 
-    from audiopipe.training.checkpoint import check_state_dict, load_checkpoint, load_state_dict_strict
+    from audiopipe.storage import check_state_dict, load_checkpoint, load_state_dict_strict
 
     payload = load_checkpoint(path)
     with torch.device("meta"):  # shapes only: a forged builder_kwargs (width_mult 400) must not allocate GBs

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from audiopipe.storage import write_text_atomic
 from audiopipe.training.loop import History
 
 TRAIN_CURVE = "train_curve.csv"
@@ -27,11 +26,7 @@ def _write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]], first: str)
     writer.writeheader()
     for row in rows:
         writer.writerow({key: row.get(key, "") for key in columns})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def split_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:

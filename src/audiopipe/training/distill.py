@@ -47,7 +47,7 @@ from audiopipe.data.predictions import PredictionsError, read_attrs, read_predic
 from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
-from audiopipe.training.checkpoint import file_sha256
+from audiopipe.storage import file_sha256
 from audiopipe.training.distributed import is_main_process
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader

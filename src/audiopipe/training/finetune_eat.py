@@ -35,7 +35,7 @@ from audiopipe.data.datasets import ClipDataset
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
-from audiopipe.training.checkpoint import file_sha256, load_checkpoint, load_state_dict_strict
+from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict
 from audiopipe.training.distributed import is_main_process
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader, resume_key

@@ -32,16 +32,16 @@ from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader
 from audiopipe.models import build_model
+from audiopipe.models.ema import EMA
 from audiopipe.models.sed import SEDModel, as_sed_model
-from audiopipe.models.sed_encoders import AugmentableFrameEncoder
+from audiopipe.models.sed.encoders import AugmentableFrameEncoder
+from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict, save_checkpoint
 from audiopipe.training import distributed
-from audiopipe.training.checkpoint import file_sha256, load_checkpoint, load_state_dict_strict, save_checkpoint
 from audiopipe.training.distributed import is_main_process, resolve_device
-from audiopipe.training.ema import EMA
 from audiopipe.training.loop import BestTracker, TaskResult, fit, resume_key
-from audiopipe.training.sed_optim import lr_factor, param_groups
-from audiopipe.training.sed_step import SEDStep
-from audiopipe.training.sed_validation import (
+from audiopipe.training.sed.optim import lr_factor, param_groups
+from audiopipe.training.sed.step import SEDStep
+from audiopipe.training.sed.validation import (
     eval_split,
     evaluate_split,
     median_windows,

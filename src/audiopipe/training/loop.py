@@ -7,7 +7,7 @@ steps and at each epoch end holds model, optimizer, scheduler, scaler, extra sta
 so a killed run restarted with the same seed ends with the same weights as an unkilled one (on CPU).
 
 What it does not own: losses and augmentation (the task's `step_fn`), model selection (the task's
-`evaluate` callback, with `BestTracker`), final checkpoint format (`training.checkpoint`).
+`evaluate` callback, with `BestTracker`), final checkpoint format (`audiopipe.storage`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
+from audiopipe.storage import load_checkpoint, save_checkpoint
 from audiopipe.training import distributed
-from audiopipe.training.checkpoint import load_checkpoint, save_checkpoint
 from audiopipe.training.samplers import (
     DistributedEpochSampler,
     DistributedWeightedSampler,

@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader
 
 from audiopipe.config import PredictTeacherConfig
 from audiopipe.data.datasets import ClipDataset
-from audiopipe.data.manifests import sha256_file
 from audiopipe.data.predictions import check_class_names, write_predictions
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import load_model
+from audiopipe.storage import file_sha256
 from audiopipe.training import distributed
 from audiopipe.training.loop import TaskResult, seed_everything
 
@@ -47,7 +47,7 @@ def load_teachers(paths: Sequence[Path], class_names: Sequence[str]) -> tuple[li
             raise TypeError(f"{path}: {type(model).__name__} is not a tagger (no .sample_rate); "
                             "pass a fine-tuned tagger checkpoint such as eat_tagger.pt")
         models.append(model.eval())
-        parts.append(f"{payload['builder']}:{path.name}@{sha256_file(path)[:12]}")
+        parts.append(f"{payload['builder']}:{path.name}@{file_sha256(path)[:12]}")
     return models, " + ".join(parts)
 
 

@@ -27,7 +27,7 @@ from audiopipe.data.datasets import ClipDataset
 from audiopipe.models import build_model
 from audiopipe.models.eat.frontend import EATFrontEnd
 from audiopipe.models.eat.pretraining import EATPretrainer
-from audiopipe.training.checkpoint import save_checkpoint
+from audiopipe.storage import save_checkpoint
 from audiopipe.training.loop import TaskResult, fit, make_loader, resume_key
 from audiopipe.training.schedulers import warmup_cosine
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from audiopipe.data.download import DownloadError, download
-from audiopipe.data.manifests import read_metadata, sha256_file
+from audiopipe.data.manifests import read_metadata
+from audiopipe.storage import file_sha256
 
 Writer = Callable[..., Path]
 
@@ -73,7 +74,7 @@ def test_lists_from_local_server_with_audio_in_cache(
     url, www = server
     write_tree(www / "csv", LISTS)
     write_tree(tmp_path / "cache" / "audioset" / "audio", audio)
-    pin = sha256_file(www / "csv" / "balanced_train_segments.csv")
+    pin = file_sha256(www / "csv" / "balanced_train_segments.csv")
     download("audioset", tmp_path / "data", url=f"{url}/csv/balanced_train_segments.csv", sha256=pin,
              cache_dir=tmp_path / "cache")  # fmt: skip
     _check_folder(tmp_path / "data" / "audioset")

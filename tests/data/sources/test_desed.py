@@ -16,8 +16,9 @@ import yaml
 
 from audiopipe.data.download import DownloadError, download
 from audiopipe.data.hdf5 import ClipReader
-from audiopipe.data.manifests import read_metadata, sha256_file
+from audiopipe.data.manifests import read_metadata
 from audiopipe.data.sources.desed import DESED_CLASSES
+from audiopipe.storage import file_sha256
 
 REPO = Path(__file__).resolve().parents[3]
 Maker = Callable[..., Path]
@@ -114,7 +115,7 @@ def test_public_eval_archive_from_local_server(
     files = {f"dataset/audio/eval/public/{n}_0.000_10.000.wav": wav(200 + 10 * i) for i, n in enumerate(PUBLIC)}
     files["dataset/metadata/eval/public.tsv"] = HEADER + rows
     archive = make_archive(www / "DESED_public_eval.tar.gz", files)
-    download("desed", tmp_path / "data", url=f"{url}/DESED_public_eval.tar.gz", sha256=sha256_file(archive))
+    download("desed", tmp_path / "data", url=f"{url}/DESED_public_eval.tar.gz", sha256=file_sha256(archive))
     folder = tmp_path / "data" / "desed"
     assert _manifest(folder) == [
         (f"eval/public/{n}_0.000_10.000", f"audio/eval/public/{n}_0.000_10.000.wav", split)

@@ -42,7 +42,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audiopipe.data.download import DownloadError
-from audiopipe.data.manifests import Clip, sha256_file
+from audiopipe.data.manifests import Clip
 from audiopipe.data.sources.staging import (
     CORPORA,
     as_url,
@@ -55,6 +55,7 @@ from audiopipe.data.sources.staging import (
     report_missing,
     stable_bucket,
 )
+from audiopipe.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -189,5 +190,5 @@ def _clip(folder: Path, audio_dir: Path | None, seg: Segment, audio: Path) -> Cl
     return Clip(
         seg.clip_id, clip_path(folder, audio, rel), seg.split, seg.tags,
         source=f"AudioSet:{seg.ytid}:{seg.start_s:.3f}-{seg.end_s:.3f}", licence=LICENCE,
-        sha256=sha256_file(audio), duration_s=max(seg.end_s - seg.start_s, 0.0),
+        sha256=file_sha256(audio), duration_s=max(seg.end_s - seg.start_s, 0.0),
     )  # fmt: skip

@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from audiopipe.data.download import DownloadError
-from audiopipe.data.manifests import Clip, sha256_file, write_metadata
+from audiopipe.data.manifests import Clip, write_metadata
 from audiopipe.data.sources.staging import fetch_and_extract
+from audiopipe.storage import file_sha256
 
 ESC50_COLUMNS = ("filename", "fold", "category", "src_file")
 
@@ -50,7 +51,7 @@ def build_esc50(folder: Path, *, url: str | None = None, sha256: str | None = No
         rel = str(path.relative_to(folder))
         clips.append(
             Clip(Path(r["filename"]).stem, rel, split_of[r["fold"]], (r["category"],), source=f"ESC-50:{r['src_file']}",
-                 licence="CC-BY-NC-3.0 (ESC-50)", sha256=sha256_file(path), duration_s=5.0)
+                 licence="CC-BY-NC-3.0 (ESC-50)", sha256=file_sha256(path), duration_s=5.0)
         )  # fmt: skip
     write_metadata(folder, clips, classes)
     return clips
@@ -78,7 +79,7 @@ def build_folder(folder: Path, *, url: str | None = None, sha256: str | None = N
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / name, dst)
         clips.append(
-            Clip(Path(name).stem, f"audio/{name}", split, tags, source=f"folder:{name}", sha256=sha256_file(dst))
+            Clip(Path(name).stem, f"audio/{name}", split, tags, source=f"folder:{name}", sha256=file_sha256(dst))
         )
     write_metadata(folder, clips, sorted(classes))
     return clips

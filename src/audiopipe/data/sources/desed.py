@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audiopipe.data.download import DownloadError
-from audiopipe.data.manifests import Clip, sha256_file
+from audiopipe.data.manifests import Clip
 from audiopipe.data.sources.staging import (
     AUDIO_SUFFIXES,
     clip_path,
@@ -44,6 +44,7 @@ from audiopipe.data.sources.staging import (
     report_missing,
     stable_bucket,
 )
+from audiopipe.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -224,5 +225,5 @@ def _clip(folder: Path, root: Path, item: Listed, audio: Path) -> Clip:
         events = tuple((a, min(b, duration_s), label) for a, b, label in events if a < duration_s)
     return Clip(
         str(Path(rel).with_suffix("")), path, item.split, item.tags, events, source=f"DESED:{rel}",
-        licence=LICENCE, sha256=sha256_file(folder / path), duration_s=duration_s,
+        licence=LICENCE, sha256=file_sha256(folder / path), duration_s=duration_s,
     )  # fmt: skip

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audiopipe.data.download import DownloadError, extract
-from audiopipe.data.manifests import Clip, sha256_file
+from audiopipe.data.manifests import Clip
 from audiopipe.data.sources.staging import (
     clip_path,
     duration_or_zero,
@@ -37,6 +37,7 @@ from audiopipe.data.sources.staging import (
     local_dir,
     report_missing,
 )
+from audiopipe.storage import file_sha256
 
 GROUND_TRUTH = "FSD50K.ground_truth"
 AUDIO_DIRS = {"dev": "FSD50K.dev_audio", "eval": "FSD50K.eval_audio"}
@@ -74,7 +75,7 @@ def build_fsd50k(
             tags,
             source=f"FSD50K:{fname}",
             licence=LICENCE,
-            sha256=sha256_file(audio[fname]),
+            sha256=file_sha256(audio[fname]),
             duration_s=duration_or_zero(audio[fname]),
         )
         for fname, split, tags, part in tqdm(found, desc="fsd50k clips", unit="clip")

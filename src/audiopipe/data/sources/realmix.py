@@ -30,9 +30,10 @@ import soundfile as sf
 from audiopipe.audio.io import save_audio
 from audiopipe.audio.resample import resample
 from audiopipe.data.download import DownloadError
-from audiopipe.data.manifests import REALMIX_CLASSES, SPLITS, Clip, sha256_file, write_metadata
+from audiopipe.data.manifests import REALMIX_CLASSES, SPLITS, Clip, write_metadata
 from audiopipe.data.mixer import Foreground, choose_onsets, crop_or_loop, mix_soundscape, normalise_rms, segment_events
 from audiopipe.data.sources.containers import read_cat, read_deb, read_pk3, read_rcc
+from audiopipe.storage import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def build_realmix(
             duration = round(audio.shape[0] / sample_rate, 4)
             clips.append(Clip(clip_id, path, split, labels, tuple(events), duration_s=duration,
                               source="; ".join(sources), licence="; ".join(licences),
-                              sha256=sha256_file(folder / path)))
+                              sha256=file_sha256(folder / path)))
     write_metadata(folder, clips, REALMIX_CLASSES)
     return clips
 
@@ -286,7 +287,7 @@ def _cached_recordings(cache_dir: Path, sample_rate: int) -> list[Recording]:
     """Decoded recordings, cached as .npz keyed by (deb checksums, label table, sample rate)."""
     debs = fetch_packages(cache_dir)
     table = resources.files("audiopipe.data").joinpath("realmix_labels.tsv").read_bytes()
-    key_src = json.dumps([sorted((p, sha256_file(d)) for p, d in debs.items()), sample_rate, MAX_SPEECH_RECORDINGS])
+    key_src = json.dumps([sorted((p, file_sha256(d)) for p, d in debs.items()), sample_rate, MAX_SPEECH_RECORDINGS])
     key = hashlib.sha256(key_src.encode() + table).hexdigest()[:16]
     cached = cache_dir / f"pool-{key}.npz"
     if cached.is_file():
@@ -295,8 +296,7 @@ def _cached_recordings(cache_dir: Path, sample_rate: int) -> list[Recording]:
             return [Recording(m[0], m[1], m[2], m[3], npz[f"a{i}"]) for i, m in enumerate(meta)]
     recordings = extract_recordings(debs, sample_rate)
     meta = json.dumps([[r.key, r.label, r.group, r.licence] for r in recordings])
-    tmp = cached.with_suffix(".tmp.npz")
     arrays = {f"a{i}": r.audio for i, r in enumerate(recordings)}
-    np.savez(tmp, meta=np.array(meta), **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds to allow_pickle
-    tmp.replace(cached)
+    with atomic_write(cached) as tmp, open(tmp, "wb") as handle:  # a handle: np.savez would append .npz to a name
+        np.savez(handle, meta=np.array(meta), **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds to allow_pickle
     return recordings

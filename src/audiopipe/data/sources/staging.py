@@ -26,9 +26,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from audiopipe.audio.io import AudioDecodeError, audio_info, write_text_atomic
+from audiopipe.audio.io import AudioDecodeError, audio_info
 from audiopipe.data.download import DownloadError, extract, fetch
 from audiopipe.data.manifests import Clip, write_metadata
+from audiopipe.storage import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from audiopipe.models.atst.encoder import FrameAST
-from audiopipe.training.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict
+from audiopipe.storage import CheckpointError, load_checkpoint, load_state_dict_strict
 
 _TEACHER = "model.teacher.encoder."
 _C2F_FRAME = "encoder.encoder.frame_encoder."

@@ -13,7 +13,7 @@ The 80 dB floor is taken over the whole batch in ATST-SED (torchaudio's `amplitu
 tensor); ATST-Frame pre-training takes it per clip and does not clamp. `top_db_scope` and `clamp_db` switch
 between the two; the defaults reproduce ATST-SED.
 
-`LinearMel` (STFT magnitude/power -> mel, no log) is shared with the SED front end in `models/sed_frontend.py`;
+`LinearMel` (STFT magnitude/power -> mel, no log) is shared with the SED front end in `models/sed/frontend.py`;
 its window and filter bank are non-persistent buffers so model state dicts keep the official key sets.
 """
 

@@ -87,6 +87,6 @@ def load_official_weights(module: DyMNTagger | DyMN, source: str | Path | Mappin
     tau is not in the file: keep the network's temperature at 1 for the `dymn*_as` weights.
 
     Raises:
-        ValueError: Keys or shapes do not match; the message lists missing, unexpected and mis-shaped keys.
+        CheckpointError: Keys or shapes do not match; the message lists missing, unexpected and mis-shaped keys.
     """
     load_strict(module.net if isinstance(module, DyMNTagger) else module, source)

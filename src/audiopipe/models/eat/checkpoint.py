@@ -26,7 +26,7 @@ from torch import nn
 from audiopipe.models.eat.encoder import EATEncoder, sincos_2d
 from audiopipe.models.eat.pretraining import EATPretrainer
 from audiopipe.models.eat.tagger import EATTagger
-from audiopipe.training.checkpoint import CheckpointError, load_state_dict_strict
+from audiopipe.storage import CheckpointError, load_state_dict_strict
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from audiopipe.losses.ssl import teacher_targets, utterance_frame_loss
 from audiopipe.models.eat.decoder import Decoder2d
 from audiopipe.models.eat.encoder import PATCH_SIZE, EATEncoder, gather_tokens
 from audiopipe.models.eat.masking import BlockMask, clone_masks
-from audiopipe.training.ema import EMA
+from audiopipe.models.ema import EMA
 
 
 class EATPretrainer(nn.Module):

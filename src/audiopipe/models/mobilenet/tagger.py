@@ -20,6 +20,7 @@ from torch import nn
 
 from audiopipe.audio.features import EfficientATMel
 from audiopipe.models.mobilenet.model import MobileNetV3
+from audiopipe.storage import load_checkpoint, load_state_dict_strict
 
 
 class MelTagger(nn.Module):
@@ -112,29 +113,14 @@ def load_official_weights(
     """Load an official EfficientAT MN state dict (file or mapping) strictly into `module` (or `module.net`).
 
     Raises:
-        ValueError: Keys or shapes do not match; the message lists missing, unexpected and mis-shaped keys.
+        CheckpointError: Keys or shapes do not match; the message lists missing, unexpected and mis-shaped keys.
     """
     load_strict(module.net if isinstance(module, MobileNetTagger) else module, source)
 
 
 def load_strict(net: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> None:
-    """`net.load_state_dict(strict=True)` from a file or mapping, with a ValueError that lists every mismatch."""
+    """`net.load_state_dict(strict=True)` from a file or mapping; `CheckpointError` lists every mismatch."""
     if isinstance(source, (str, Path)):
-        state_dict = torch.load(source, map_location="cpu", weights_only=True)
-        label = str(source)
+        load_state_dict_strict(net, load_checkpoint(source), source=str(source))
     else:
-        state_dict, label = dict(source), "state dict"
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mis_shaped = sorted(
-        f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    )
-    if missing or unexpected or mis_shaped:
-        raise ValueError(
-            f"{label} does not match {type(net).__name__}: missing={missing}, unexpected={unexpected}, "
-            f"shape mismatches={mis_shaped}"
-        )
-    net.load_state_dict(state_dict, strict=True)
+        load_state_dict_strict(net, dict(source), source="state dict")

@@ -163,7 +163,7 @@ def load_eat_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load EAT encoder weights strictly from our final-model payload (`{"builder", "model", ...}` with
     `encoder.*` keys, e.g. `pretrain_eat`/`finetune_eat` outputs) or from an official fairseq/HF file."""
     from audiopipe.models.eat.checkpoint import load_official
-    from audiopipe.training.checkpoint import load_checkpoint, load_state_dict_strict
+    from audiopipe.storage import load_checkpoint, load_state_dict_strict
 
     path = Path(path)
     if path.is_file() and not torch.serialization.get_unsafe_globals_in_checkpoint(path):

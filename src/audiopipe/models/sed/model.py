@@ -1,4 +1,4 @@
-"""Sound event detection: the DCASE-baseline CRNN, optionally fused with a frame-level encoder (ATST-SED).
+"""SED model: the DCASE-baseline CRNN, optionally fused with a frame-level encoder (ATST-SED); `build`.
 
 Shapes (B batch, T samples at 16 kHz, K classes, T' = (1 + T // 256) // 4 output frames, 64 ms each):
     input  waveform (B, T)
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiopipe.models.sed_crnn import CNN, BidirectionalGRU, strong_weak_heads
-from audiopipe.models.sed_encoders import ATSTFrameEncoder, EATFrameEncoder, FrameEncoder, load_eat_encoder_weights
-from audiopipe.models.sed_frontend import SEDMelFrontEnd
+from audiopipe.models.sed.crnn import CNN, BidirectionalGRU, strong_weak_heads
+from audiopipe.models.sed.encoders import ATSTFrameEncoder, EATFrameEncoder, FrameEncoder, load_eat_encoder_weights
+from audiopipe.models.sed.frontend import SEDMelFrontEnd
 
 __all__ = [
     "ATSTFrameEncoder", "EATFrameEncoder", "FrameEncoder", "SEDModel", "as_sed_model", "build", "resample_frames",

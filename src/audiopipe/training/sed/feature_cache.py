@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from audiopipe.models.sed import SEDModel, resample_frames
-from audiopipe.models.sed_encoders import FrameEncoder
+from audiopipe.models.sed.encoders import FrameEncoder
 
 Key = tuple[str, str]  # (split, clip id)
 

@@ -5,7 +5,7 @@ Student input: frame shift (waveform), mixup per subset group (linear SED magnit
 linear input when `cfg.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of the
 encoder input (`cfg.freq_warp_prob`, one coin per batch). Loss: strong BCE on strong clips, weak BCE on weak
 clips and the ramped-up consistency term (`mean_teacher` or `ict`). With `cfg.cache_features` the deterministic
-inputs come from `audiopipe.training.sed_feature_cache`.
+inputs come from `audiopipe.training.sed.feature_cache`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from audiopipe.audio.augment import GroupMix, freq_warp, group_mixup_params, mix
 from audiopipe.config import AtstSedConfig
 from audiopipe.data.sed_batches import subset_masks
 from audiopipe.losses.sed import consistency_mse, consistency_weight, ict_consistency, strong_bce, weak_bce
+from audiopipe.models.ema import EMA
 from audiopipe.models.sed import SEDModel, as_sed_model
-from audiopipe.models.sed_encoders import AugmentableFrameEncoder
-from audiopipe.training.ema import EMA
-from audiopipe.training.sed_feature_cache import ClipFeatureCache
+from audiopipe.models.sed.encoders import AugmentableFrameEncoder
+from audiopipe.training.sed.feature_cache import ClipFeatureCache
 
 
 def _frame_shift(
