@@ -22,18 +22,21 @@ from pathlib import Path
 
 import torch
 
-from audiopipe.config import AtstSedConfig, load_params
+from audiopipe.config import AtstStage1Config, AtstStage2Config, SedTrainingConfig, load_params
 from audiopipe.models import build_model
 from audiopipe.models.ema import EMA
-from audiopipe.training.finetune_sed import output_frames
+from audiopipe.training.finetune_sed import output_frames, step_settings
 from audiopipe.training.sed.step import SEDStep
 
 
-def step_seconds(cfg: AtstSedConfig, phase: int, repeats: int) -> float:
-    """Median seconds of one step + backward on a fixed batch (one untimed warm-up step fills the cache)."""
+def step_seconds(arch: AtstStage1Config, cfg: SedTrainingConfig, phase: int, repeats: int) -> float:
+    """Median seconds of one step + backward on a fixed batch (one untimed warm-up step fills the cache).
+
+    `arch` (the atst_stage1 section) gives the model both phases train; `cfg` the phase's batch and augmentation.
+    """
     torch.manual_seed(0)
-    kwargs = {} if cfg.model == "sed_crnn" else {"encoder_preset": cfg.encoder_preset, **cfg.encoder_kwargs}
-    model = build_model(cfg.model, n_classes=10, **kwargs, **cfg.crnn_kwargs)
+    kwargs = {} if arch.model == "sed_crnn" else {"encoder_preset": arch.encoder_preset, **arch.encoder_kwargs}
+    model = build_model(arch.model, n_classes=10, **kwargs, **arch.crnn_kwargs)
     if model.encoder is not None:
         model.freeze_encoder(phase == 1)
     n = sum(cfg.batch_sizes)
@@ -46,7 +49,7 @@ def step_seconds(cfg: AtstSedConfig, phase: int, repeats: int) -> float:
         "split": [str(int(k)) for k in subset],
         "clip_id": [str(i) for i in range(n)],
     }
-    step = SEDStep(cfg, phase, EMA(model, decay=0.9), torch.Generator().manual_seed(0), rampup_steps=1)
+    step = SEDStep(step_settings(cfg), phase, EMA(model, decay=0.9), torch.Generator().manual_seed(0), rampup_steps=1)
     timings = []
     for i in range(repeats + 1):
         start = time.perf_counter()
@@ -64,10 +67,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
+    arch = load_params("atst_stage1", AtstStage1Config, args.params)
     for phase in args.phases:
-        cfg = load_params(f"atst_stage{phase}", AtstSedConfig, args.params)
-        plain = step_seconds(dataclasses.replace(cfg, cache_features=False), phase, args.repeats)
-        cached = step_seconds(dataclasses.replace(cfg, cache_features=True), phase, args.repeats)
+        cfg = arch if phase == 1 else load_params("atst_stage2", AtstStage2Config, args.params)
+        plain = step_seconds(arch, dataclasses.replace(cfg, cache_features=False), phase, args.repeats)
+        cached = step_seconds(arch, dataclasses.replace(cfg, cache_features=True), phase, args.repeats)
         print(
             f"phase {phase}, batch {cfg.batch_sizes}: {plain:.2f} s/step without the cache, {cached:.2f} s/step with "
             f"a warm cache: {plain / cached:.2f}x"

@@ -1,8 +1,8 @@
 """DVC stages `atst_stage1` / `atst_stage2`: ATST-SED semi-supervised SED training, one script with --phase.
 
-Reads the params section `atst_stage<phase>`, the packed clips under --clips (train/weak/unlabelled for
-training, valid for model selection, test for the final numbers), the frame-encoder weights --encoder
-(phase 1; our pretrain_eat output by default) or phase 1's checkpoint --init (phase 2); writes
+Reads the params section `atst_stage1` or `atst_stage2` (by --phase), the packed clips under --clips
+(train/weak/unlabelled for training, valid for model selection, test for the final numbers), the frame-encoder
+weights --encoder (phase 1; our pretrain_eat output by default) or phase 1's checkpoint --init (phase 2); writes
 --out/model.pt (student + mean teacher), --out/metrics.json and the test PSD-ROC (--out/psd_roc.csv, .png).
 """
 
@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from audiopipe.config import AtstSedConfig, TrackingConfig, load_params
+from audiopipe.config import AtstStage1Config, AtstStage2Config, TrackingConfig, load_params
 from audiopipe.stage_lock import hold_output_lock
 from audiopipe.storage import write_json_atomic
 from audiopipe.tracking import stage_run
@@ -23,7 +23,9 @@ from audiopipe.training.distributed import launched_rank
 from audiopipe.training.finetune_sed import train_atst_sed
 
 log = logging.getLogger(__name__)
-CONFIG, TASK = AtstSedConfig, train_atst_sed  # what `audiopipe sweep` calls (audiopipe.stage_registry)
+SECTIONS = {1: "atst_stage1", 2: "atst_stage2"}  # --phase -> params section (= DVC stage)
+CONFIG = {"atst_stage1": AtstStage1Config, "atst_stage2": AtstStage2Config}  # section -> dataclass
+TASK = train_atst_sed  # what `audiopipe sweep` calls (audiopipe.stage_registry)
 _TUNABLE = frozenset({"batch_sizes", "epochs", "lr_cnn", "lr_rnn", "weak_loss_weight", "const_max", "seed"})
 TUNABLE = {"atst_stage1": _TUNABLE | {"mixup_prob"}, "atst_stage2": _TUNABLE | {"lr_encoder"}}
 
@@ -55,10 +57,10 @@ def main() -> None:
     main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
     if main_rank:
         hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    section = f"atst_stage{args.phase}"
+    section = SECTIONS[args.phase]
     if args.phase == 2 and args.init is None:
         raise SystemExit("--phase 2 needs --init (phase 1's model.pt)")
-    cfg = load_params(section, CONFIG, args.params)
+    cfg = load_params(section, CONFIG[section], args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
     args.out.mkdir(parents=True, exist_ok=True)
     with stage_run(section, params=cfg, enabled=tracking.enabled and main_rank, experiment=tracking.experiment) as run:

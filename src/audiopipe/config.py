@@ -442,13 +442,9 @@ class DistillMobilenetConfig:
 
 # >>> section: sed (atst_stage1, atst_stage2)
 @dataclasses.dataclass(frozen=True)
-class AtstSedConfig:
-    """ATST-SED training phase (`atst_stage1` / `atst_stage2`; `training/finetune_sed.py`)."""
+class SedTrainingConfig:
+    """What both ATST-SED phases read (`training/finetune_sed.py`); each section adds its own fields below."""
 
-    model: Literal["sed_eat", "sed_atst", "sed_crnn"]  # our pretrain_eat encoder | ATST-Frame | no encoder
-    encoder_preset: str
-    encoder_kwargs: dict[str, Any]
-    crnn_kwargs: dict[str, Any]  # SEDModel kwargs: channels, rnn_hidden, dropout, ...
     clip_duration_s: float
     train_splits: list[str]  # pack splits, in the order of batch_sizes: strong, weak, unlabelled
     batch_sizes: list[int]
@@ -471,7 +467,6 @@ class AtstSedConfig:
     frame_shift_max_frames: int
     mask_time_frames: float
     mask_freq_bins: float
-    head_prior_init: bool  # phase 1: strong-head bias = logit of each class's frame prior (not in ATST-SED)
     cache_features: bool  # SED mel (and phase 1's frozen-encoder frames) of each clip computed once, then reused
     median_window: list[int]
     val_every: int
@@ -481,6 +476,22 @@ class AtstSedConfig:
     device: Device
     num_workers: int
     progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AtstStage1Config(SedTrainingConfig):
+    """`atst_stage1`: phase 1 builds the model (encoder frozen, CRNN and heads trained)."""
+
+    model: Literal["sed_eat", "sed_atst", "sed_crnn"]  # our pretrain_eat encoder | ATST-Frame | no encoder
+    encoder_preset: str
+    encoder_kwargs: dict[str, Any]
+    crnn_kwargs: dict[str, Any]  # SEDModel kwargs: channels, rnn_hidden, dropout, ...
+    head_prior_init: bool  # strong-head bias = logit of each class's frame prior (not in ATST-SED)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtstStage2Config(SedTrainingConfig):
+    """`atst_stage2`: phase 2 rebuilds the model from phase 1's checkpoint (no model keys) and unfreezes the encoder."""
 # <<< section: sed
 
 # >>> section: evaluate (lead)

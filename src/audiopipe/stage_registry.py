@@ -2,8 +2,9 @@
 
 A stage is declared once, in `dvc.yaml`. The flows (`flows/pipeline.py` runs the stages in file order), the
 sweeps and claims (`audiopipe.sweep.load_targets`) and the tests read it through this module instead of
-restating it. Each stage script exports `CONFIG` (the dataclass of its params section); a training stage's script
-also exports what a sweep calls:
+restating it. Each stage script exports `CONFIG`, the dataclass of its params section (a script that serves
+several sections with different dataclasses, `train_atst_sed.py`, maps section -> dataclass; `stage_config` reads
+either); a training stage's script also exports what a sweep calls:
 
     TASK         the training function its `main()` calls
     task_kwargs  parsed options -> TASK's keywords (paths under `--out` are the stage's outputs)
@@ -96,6 +97,12 @@ def load_script(path: Path) -> ModuleType:
             del sys.modules[name]
             raise
     return module
+
+
+def stage_config(module: ModuleType, section: str) -> type:
+    """The dataclass of `section` that the stage script `module` exports as `CONFIG` (a class, or a mapping)."""
+    config = module.CONFIG
+    return config[section] if isinstance(config, dict) else config
 
 
 def stage_options(root: Path, stage: Stage) -> tuple[ModuleType, Any]:

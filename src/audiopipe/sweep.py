@@ -80,7 +80,7 @@ def derive_targets(root: Path) -> dict[str, SweepTarget]:
     Raises:
         ValueError: a training script has no `TUNABLE` entry for the stage, or rejects its `cmd` options.
     """
-    from audiopipe.stage_registry import load_script, read_stages, stage_options
+    from audiopipe.stage_registry import load_script, read_stages, stage_config, stage_options
 
     targets: dict[str, SweepTarget] = {}
     for name, stage in read_stages(root / "dvc.yaml").items():
@@ -97,7 +97,7 @@ def derive_targets(root: Path) -> dict[str, SweepTarget]:
                 inputs[key] = str(value)
             else:
                 fixed[key] = value
-        targets[name] = SweepTarget(config=module.CONFIG, task=module.TASK, inputs=inputs, outputs=outputs,
+        targets[name] = SweepTarget(config=stage_config(module, name), task=module.TASK, inputs=inputs, outputs=outputs,
                                     fixed=fixed, tunable=frozenset(module.TUNABLE[name]))
     return targets
 

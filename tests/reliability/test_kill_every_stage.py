@@ -45,8 +45,8 @@ from tests.reliability.test_kill_resume import REPO, _command, _kill_when, _writ
 
 EPOCHS = 3
 SED_TINY = {"clip_duration_s": 1.0, "batch_sizes": [3, 1, 1], "epochs": EPOCHS, "eval_batch_size": 4, "device": "cpu",
-            "operating_point_psds": False, "median_window": [3], "val_every": 1, "progress": False,
-            "crnn_kwargs": {"channels": [4] * 7, "rnn_hidden": 4, "rnn_layers": 1, "dropout": 0.0}}
+            "operating_point_psds": False, "median_window": [3], "val_every": 1, "progress": False}
+TINY_CRNN = {"crnn_kwargs": {"channels": [4] * 7, "rnn_hidden": 4, "rnn_layers": 1, "dropout": 0.0}}  # phase 1 builds
 DISTILL_TINY = {"duration_s": 1.0, "width_mult": 0.1, "epochs": EPOCHS, "batch_size": 3, "device": "cpu", "amp": "none",
                 "num_workers": 0, "epoch_len": None, "bn_recalib_batches": 1}
 TINY: dict[str, dict[str, Any]] = {
@@ -57,7 +57,7 @@ TINY: dict[str, dict[str, Any]] = {
                      "batch_size": 2, "eval_batch_size": 4, "device": "cpu", "amp": "none", "num_workers": 0},
     "distill_mobilenet": {**DISTILL_TINY, "kd_lambda": 0.1},
     "distill_mobilenet_nokd": {**DISTILL_TINY, "kd_lambda": 1.0},
-    "atst_stage1": SED_TINY,
+    "atst_stage1": {**SED_TINY, **TINY_CRNN},
     "atst_stage2": SED_TINY,
 }
 

@@ -16,8 +16,8 @@ TYPOS = [
     ("distill_mobilenet", C.DistillMobilenetConfig, "device", "gpu", "auto, cpu, cuda"),
     ("distill_mobilenet", C.DistillMobilenetConfig, "amp", "fp32", "none, bf16, fp16"),
     ("distill_mobilenet", C.DistillMobilenetConfig, "student", "mobilenet", "mn, dymn"),
-    ("atst_stage2", C.AtstSedConfig, "consistency", "ICT", "mean_teacher, ict"),
-    ("atst_stage1", C.AtstSedConfig, "model", "sed_beats", "sed_eat, sed_atst, sed_crnn"),
+    ("atst_stage2", C.AtstStage2Config, "consistency", "ICT", "mean_teacher, ict"),
+    ("atst_stage1", C.AtstStage1Config, "model", "sed_beats", "sed_eat, sed_atst, sed_crnn"),
     ("finetune_eat", C.FinetuneEatConfig, "init", "pretrain", "pretrained, official, random"),
     ("pretrain_eat", C.PretrainEatConfig, "preset", "eat_tiny", "eat_demo, eat_small, eat_base, eat_large"),
     ("pack_hdf5", C.PackHdf5Config, "codec", "flac", "pcm16, mp3"),
@@ -36,6 +36,6 @@ def test_a_typo_in_a_choice_field_is_refused_at_load_with_the_choices(
 
 
 def test_every_choice_in_the_shipped_params_is_accepted() -> None:
-    for section, cls in [("atst_stage1", C.AtstSedConfig), ("atst_stage2", C.AtstSedConfig),
+    for section, cls in [("atst_stage1", C.AtstStage1Config), ("atst_stage2", C.AtstStage2Config),
                          ("distill_mobilenet", C.DistillMobilenetConfig), ("sweep", C.SweepConfig)]:
         load_params(section, cls, Path(__file__).resolve().parents[2] / "params.yaml")

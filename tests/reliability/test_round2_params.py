@@ -121,9 +121,9 @@ BAD_VALUES = [
     ("finetune_eat", C.FinetuneEatConfig, "betas", [0.9, 1.5], r"\[0, 1\)"),
     ("pretrain_eat", C.PretrainEatConfig, "mask_ratio", 1.0, r"\[0, 1\)"),
     ("pretrain_eat", C.PretrainEatConfig, "clip_seconds", float("-inf"), "finite"),
-    ("atst_stage1", C.AtstSedConfig, "batch_sizes", [16, 0, 4], ">= 1"),
-    ("atst_stage1", C.AtstSedConfig, "median_window", [0], ">= 1"),
-    ("atst_stage2", C.AtstSedConfig, "ema_decay", 2.0, r"\[0, 1\]"),
+    ("atst_stage1", C.AtstStage1Config, "batch_sizes", [16, 0, 4], ">= 1"),
+    ("atst_stage1", C.AtstStage1Config, "median_window", [0], ">= 1"),
+    ("atst_stage2", C.AtstStage2Config, "ema_decay", 2.0, r"\[0, 1\]"),
     ("evaluate", C.EvaluateConfig, "threshold", 1.2, r"\[0, 1\]"),
     ("evaluate", C.EvaluateConfig, "batch_size", 0, ">= 1"),
     ("resample", C.ResampleConfig, "sample_rate", 0, ">= 1"),
@@ -143,9 +143,9 @@ def test_out_of_range_values_are_refused_at_load(
 
 
 def test_shipped_params_load(tmp_path: Path) -> None:
-    from audiopipe.stage_registry import load_script, read_stages
+    from audiopipe.stage_registry import load_script, read_stages, stage_config
 
-    sections: dict[str, type] = {name: load_script(ROOT / str(stage.script)).CONFIG
+    sections: dict[str, type] = {name: stage_config(load_script(ROOT / str(stage.script)), name)
                                  for name, stage in read_stages(ROOT / "dvc.yaml").items()}
     sections.update(tracking=C.TrackingConfig, sweep=C.SweepConfig)
     for section, cls in sections.items():

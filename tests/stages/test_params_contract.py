@@ -1,7 +1,7 @@
 """The contract tying dvc.yaml, params.yaml and config.py together.
 
 Rules: every DVC stage lists exactly one params section, its own (stage key == section name), whose dataclass is
-the `CONFIG` its stage script exports (the stage list is dvc.yaml's, `audiopipe.stage_registry`). Sections that
+the `CONFIG` its stage script exports for it (the stage list is dvc.yaml's, `audiopipe.stage_registry`). Sections that
 are not DVC stages are `tracking` (read by every stage script but not a DVC param: it changes no output, so
 switching MLflow off must not invalidate the cache), `sweep` (read only by `audiopipe sweep`) and `launcher` (one
 entry per training stage, listed as `launcher.<stage>` beside the stage's own section). Every section
@@ -18,13 +18,14 @@ import pytest
 import yaml
 
 from audiopipe import config as C
-from audiopipe.stage_registry import load_script, read_stages
+from audiopipe.stage_registry import load_script, read_stages, stage_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_STAGE_SECTIONS: dict[str, type] = {"tracking": C.TrackingConfig, "sweep": C.SweepConfig,
                                        "launcher": C.LauncherConfig}
 SECTIONS: dict[str, type] = {
-    **{name: load_script(ROOT / str(stage.script)).CONFIG for name, stage in read_stages(ROOT / "dvc.yaml").items()},
+    **{name: stage_config(load_script(ROOT / str(stage.script)), name)
+       for name, stage in read_stages(ROOT / "dvc.yaml").items()},
     **NOT_STAGE_SECTIONS,
 }
 NOT_STAGES = set(NOT_STAGE_SECTIONS)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiopipe.config import AtstSedConfig, PretrainEatConfig, load_params
+from audiopipe.config import AtstStage1Config, AtstStage2Config, PretrainEatConfig, load_params
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
 
@@ -27,15 +27,15 @@ TINY_SED = {
     "device": "cpu",
     "operating_point_psds": False,
     "median_window": [3],
-    "crnn_kwargs": {"channels": [4] * 7, "rnn_hidden": 4, "rnn_layers": 1, "dropout": 0.0},
 }
+TINY_CRNN = {"crnn_kwargs": {"channels": [4] * 7, "rnn_hidden": 4, "rnn_layers": 1, "dropout": 0.0}}  # phase 1 builds
 TINY_EAT = {"clip_seconds": 1.0, "target_frames": 96, "clones": 2, "epochs": 1, "batch_size": 3, "device": "cpu"}
 
 
-@pytest.mark.parametrize("section", ["atst_stage1", "atst_stage2"])
-def test_repository_params_load(section: str) -> None:
-    cfg = load_params(section, AtstSedConfig, ROOT / "params.yaml")
-    assert len(cfg.batch_sizes) == len(cfg.train_splits)
+def test_repository_params_load() -> None:
+    cfg = load_params("atst_stage1", AtstStage1Config, ROOT / "params.yaml")
+    cfg2 = load_params("atst_stage2", AtstStage2Config, ROOT / "params.yaml")
+    assert len(cfg.batch_sizes) == len(cfg.train_splits) and len(cfg2.batch_sizes) == len(cfg2.train_splits)
     eat = load_params("pretrain_eat", PretrainEatConfig, ROOT / "params.yaml")
     assert cfg.model != "sed_eat" or cfg.encoder_preset == eat.preset, "the SED encoder must match pretrain_eat"
 
@@ -49,7 +49,8 @@ def test_sed_stages_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     clips = tmp_path / "data" / "pack_hdf5"
     make_synthetic_pack(clips, n_per_split=2, sample_rate=16000, seed=5)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    tiny = {name: {**params[name], **TINY_SED} for name in ("atst_stage1", "atst_stage2")}
+    tiny = {"atst_stage1": {**params["atst_stage1"], **TINY_SED, **TINY_CRNN},
+            "atst_stage2": {**params["atst_stage2"], **TINY_SED}}
     tiny["pretrain_eat"] = {**params["pretrain_eat"], **TINY_EAT}
     tiny["tracking"] = {**params["tracking"], "enabled": False}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny))

@@ -10,11 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from audiopipe.config import AtstSedConfig
+from audiopipe.config import AtstStage1Config, AtstStage2Config
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
 from audiopipe.storage import load_checkpoint
-from audiopipe.training.finetune_sed import lr_factor, median_windows, output_frames, param_groups, train_atst_sed
+from audiopipe.training.finetune_sed import (
+    learning_rates,
+    lr_factor,
+    median_windows,
+    output_frames,
+    param_groups,
+    step_settings,
+    train_atst_sed,
+)
 
 METRIC_KEYS = {
     f"{split}/{model}_{metric}"
@@ -24,7 +32,7 @@ METRIC_KEYS = {
 }
 
 
-def tiny_config(**overrides: object) -> AtstSedConfig:
+def tiny_config(**overrides: object) -> AtstStage1Config:
     values = dict(
         model="sed_eat",
         encoder_preset="eat_demo",
@@ -64,7 +72,13 @@ def tiny_config(**overrides: object) -> AtstSedConfig:
         progress=False,
     )
     values.update(overrides)
-    return AtstSedConfig(**values)  # type: ignore[arg-type]
+    return AtstStage1Config(**values)  # type: ignore[arg-type]
+
+
+def tiny_config2(**overrides: object) -> AtstStage2Config:
+    """tiny_config's values for phase 2 (whose section has no model keys: the model comes from phase 1's file)."""
+    names = {f.name for f in dataclasses.fields(AtstStage2Config)}
+    return AtstStage2Config(**{k: v for k, v in dataclasses.asdict(tiny_config(**overrides)).items() if k in names})
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +94,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         checkpoint=root / "s1" / "model.pt",
     )
     phase2 = train_atst_sed(
-        tiny_config(),
+        tiny_config2(),
         phase=2,
         clips_dir=root / "pack",
         encoder_checkpoint=None,
@@ -141,7 +155,7 @@ def test_checkpoint_rebuilds_and_writes_roc(runs: dict) -> None:
 def test_phase2_needs_init_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="init_checkpoint"):
         train_atst_sed(
-            tiny_config(),
+            tiny_config2(),
             phase=2,
             clips_dir=tmp_path,
             encoder_checkpoint=None,
@@ -157,8 +171,8 @@ def test_param_groups_decay_encoder_lr_by_layer() -> None:
     model = build_model(
         "sed_eat", n_classes=3, encoder_preset="eat_demo", encoder_kwargs={"depth": 2}, **cfg.crnn_kwargs
     )
-    assert [g["name"] for g in param_groups(model, cfg, phase=1)] == ["cnn", "rnn"]
-    groups = {g["name"]: g for g in param_groups(model, cfg, phase=2)}
+    assert [g["name"] for g in param_groups(model, learning_rates(cfg), phase=1)] == ["cnn", "rnn"]
+    groups = {g["name"]: g for g in param_groups(model, learning_rates(cfg), phase=2)}
     assert groups["encoder_1"]["lr"] == pytest.approx(cfg.lr_encoder * 0.5)
     assert groups["encoder_3"]["lr"] == pytest.approx(cfg.lr_encoder * 0.125)  # embeddings, below block 0
     n_params = sum(len(g["params"]) for g in groups.values())
@@ -258,7 +272,9 @@ def test_stage2_teacher_sees_clean_input_only_with_ict(consistency: str) -> None
     teacher_inputs: list = []
     _spy(teacher.module, "forward_features", teacher_mels)
     _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
-    out = SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    out = SEDStep(step_settings(cfg), 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+        model, batch, torch.device("cpu")
+    )
     clean_mel = model.mel_spec(batch["audio"])
     clean_input = model.encoder.input_features(batch["audio"])
     assert out["ict"].item() == float(consistency == "ict") and torch.isfinite(out["loss"])
@@ -278,7 +294,9 @@ def test_stage2_frequency_warp_draws_separately_for_student_and_teacher() -> Non
     teacher_inputs: list = []
     _spy(model.encoder, "frames_from_input", student_inputs)
     _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
-    SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    SEDStep(step_settings(cfg), 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+        model, batch, torch.device("cpu")
+    )
     clean_input = model.encoder.input_features(batch["audio"])
     assert student_inputs[0].shape == clean_input.shape
     assert not torch.allclose(student_inputs[0], clean_input, atol=1e-3)
@@ -339,7 +357,9 @@ def test_stage2_teacher_uses_its_own_encoder_when_the_encoder_is_not_augmentable
     teacher.module.forward_features = record_frames
     batch = {"audio": 0.1 * torch.randn(2, 16000), "strong": torch.zeros(2, 3, output_frames(model, 1.0)),
              "weak": torch.zeros(2, 3), "subset": torch.tensor([0, 0])}
-    SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(model, batch, torch.device("cpu"))
+    SEDStep(step_settings(cfg), 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+        model, batch, torch.device("cpu")
+    )
     with torch.no_grad():
         expected = teacher.module.encoder.frame_features(batch["audio"])
     torch.testing.assert_close(seen[-1], expected)
@@ -355,15 +375,15 @@ def test_feature_cache_gives_the_uncached_step_and_runs_the_front_ends_once_per_
     cfg, model, teacher, batch = _step_inputs(**overrides)
     model.freeze_encoder(phase == 1)
     batch = {**batch, "split": ["train", "train", "unlabelled", "unlabelled"], "clip_id": ["a", "b", "a", "b"]}
-    plain = SEDStep(cfg, phase, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+    plain = SEDStep(step_settings(cfg), phase, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
         model, batch, torch.device("cpu")
     )
     encoder_calls: list = []
     mel_calls: list = []
     _spy(model.encoder, "frame_features", encoder_calls)
     _spy(model.mel_spec, "magnitude", mel_calls)
-    step = SEDStep(dataclasses.replace(cfg, cache_features=True), phase, teacher, torch.Generator().manual_seed(0),
-                    rampup_steps=1)
+    step = SEDStep(step_settings(dataclasses.replace(cfg, cache_features=True)), phase, teacher,
+                   torch.Generator().manual_seed(0), rampup_steps=1)
     first = step(model, batch, torch.device("cpu"))
     second = step(model, batch, torch.device("cpu"))
     # same split + clip id = one entry; "a" of train and "a" of unlabelled are different clips
@@ -401,7 +421,7 @@ def test_feature_cache_refuses_batches_without_clip_keys() -> None:
     from audiopipe.training.sed.step import SEDStep
 
     cfg, model, teacher, batch = _step_inputs(cache_features=True)
-    step = SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
+    step = SEDStep(step_settings(cfg), 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
     with pytest.raises(ValueError, match="'split' and 'clip_id'"):
         step(model, batch, torch.device("cpu"))
 
@@ -444,7 +464,7 @@ def test_stage2_batch_size_ablation_is_a_plain_optuna_sweep(runs: dict, tmp_path
     space = {"batch_sizes": {"choices": [[1, 1, 1], [2, 1, 1]]}, "epochs": {"low": 1, "high": 2}}
     sweep = SweepConfig(pruner="none", n_startup_trials=0, n_warmup_steps=0, seed=0, stages={
         "atst_stage2": SweepStageConfig(metric="valid/student_psds2_mean_tpr", direction="maximize", space=space)})
-    summary = run_sweep("atst_stage2", tiny_config(val_every=2), sweep, n_trials=3, out_dir=tmp_path / "sweep",
+    summary = run_sweep("atst_stage2", tiny_config2(val_every=2), sweep, n_trials=3, out_dir=tmp_path / "sweep",
                         root=tmp_path, tracking_enabled=False)
     assert summary.n_complete == 3 and summary.n_failed == 0
     assert summary.best_params["batch_sizes"] in ([1, 1, 1], [2, 1, 1])
@@ -453,7 +473,7 @@ def test_stage2_batch_size_ablation_is_a_plain_optuna_sweep(runs: dict, tmp_path
     assert best["params"]["atst_stage2"]["epochs"] in (1, 2)
     for trial in range(3):
         assert (tmp_path / "sweep" / f"trial-{trial}" / "model.pt").is_file()
-    resumed = run_sweep("atst_stage2", tiny_config(val_every=2), sweep, n_trials=1, out_dir=tmp_path / "sweep",
+    resumed = run_sweep("atst_stage2", tiny_config2(val_every=2), sweep, n_trials=1, out_dir=tmp_path / "sweep",
                         root=tmp_path, tracking_enabled=False)  # the stored study (list choices) reloads
     assert resumed.n_complete == 4 and resumed.n_failed == 0
 
@@ -472,7 +492,7 @@ def test_weak_bce_is_taken_on_the_weak_clips_only(monkeypatch: pytest.MonkeyPatc
         return original(weak, targets, mask)
 
     monkeypatch.setattr(sed_step, "weak_bce", record)
-    out = sed_step.SEDStep(cfg, 1, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
+    out = sed_step.SEDStep(step_settings(cfg), 1, teacher, torch.Generator().manual_seed(0), rampup_steps=1)(
         model, batch, torch.device("cpu")
     )
     assert [m.tolist() for m in masks] == [[False, True, True, False]]
@@ -489,7 +509,7 @@ def test_mean_teacher_keeps_its_own_batchnorm_statistics() -> None:
     teacher = EMA(model, decay=0.9, copy_buffers=False)
     bn = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
     before = teacher.module.get_submodule(bn).running_mean.clone()
-    step = SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
+    step = SEDStep(step_settings(cfg), 2, teacher, torch.Generator().manual_seed(0), rampup_steps=1)
     step(model, batch, torch.device("cpu"))
     after_forward = teacher.module.get_submodule(bn).running_mean.clone()
     assert not torch.allclose(after_forward, before)  # the teacher's forward in train mode updates its own stats
@@ -526,7 +546,7 @@ def test_stage2_frequency_warp_tosses_one_coin_per_batch() -> None:
         teacher_inputs: list = []
         _spy(model.encoder, "frames_from_input", student_inputs)
         _spy(teacher.module.encoder, "frames_from_input", teacher_inputs)
-        SEDStep(cfg, 2, teacher, torch.Generator().manual_seed(seed), rampup_steps=1)(
+        SEDStep(step_settings(cfg), 2, teacher, torch.Generator().manual_seed(seed), rampup_steps=1)(
             model, batch, torch.device("cpu")
         )
         del model.encoder.frames_from_input, teacher.module.encoder.frames_from_input  # drop the spies

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from audiopipe.audio.augment import mix, mixup_params
-from audiopipe.config import AtstSedConfig, DistillMobilenetConfig, FinetuneEatConfig
+from audiopipe.config import AtstStage1Config, DistillMobilenetConfig, FinetuneEatConfig
 from audiopipe.data.labels import encode_events
 from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.models import build_model
@@ -34,7 +34,7 @@ from audiopipe.models.eat.tagger import param_groups_layer_decay
 from audiopipe.models.ema import EMA
 from audiopipe.training.distill import _student_kwargs, _StudentStep, recalibrate_batchnorm
 from audiopipe.training.finetune_eat import AugmentedTagger, bce_loss, build_tagger
-from audiopipe.training.finetune_sed import _build, output_frames
+from audiopipe.training.finetune_sed import _build, learning_rates, output_frames, step_settings
 from audiopipe.training.loop import fit
 from audiopipe.training.sed.optim import param_groups
 from audiopipe.training.sed.step import SEDStep
@@ -225,7 +225,7 @@ def test_finetune_eat_tagger_overfits_one_batch() -> None:
 
 # --- ATST-SED phase 1: sed_eat (frozen eat_demo encoder) + CRNN, SEDStep with the mean teacher -----------------
 
-SED = AtstSedConfig(
+SED = AtstStage1Config(
     model="sed_eat", encoder_preset="eat_demo", encoder_kwargs={"depth": 1},
     crnn_kwargs={"channels": [4, 8, 16, 32, 32, 32, 32], "rnn_hidden": 32, "dropout": 0.0},
     clip_duration_s=DURATION_S, train_splits=["train", "weak"], batch_sizes=[4, 2], epochs=1, warmup_epochs=0.0,
@@ -246,7 +246,7 @@ def run_sed(lr: float, steps: int = 40, *, target_shift: int = 0) -> tuple[list[
     """
     cfg = dataclasses.replace(SED, lr_cnn=lr, lr_rnn=lr)
     torch.manual_seed(cfg.seed)
-    model, _ = _build(cfg, 1, None, None, N_CLASSES)
+    model, _, _ = _build(cfg, None, None, N_CLASSES)
     model.freeze_encoder(True)
     n_frames = output_frames(model, cfg.clip_duration_s)
     teacher = EMA(model, decay=cfg.ema_decay, copy_buffers=False)
@@ -258,14 +258,14 @@ def run_sed(lr: float, steps: int = 40, *, target_shift: int = 0) -> tuple[list[
     subset = torch.tensor([0] * N_STRONG + [1] * (len(EVENTS) - N_STRONG))
     trained = strong.roll(target_shift, dims=-1) * (subset == 0)[:, None, None]
     batch = {"audio": audio, "strong": trained, "weak": labels, "subset": subset}
-    step_fn = SEDStep(cfg, 1, teacher, torch.Generator().manual_seed(cfg.seed), rampup_steps=steps // 2)
+    step_fn = SEDStep(step_settings(cfg), 1, teacher, torch.Generator().manual_seed(cfg.seed), rampup_steps=steps // 2)
 
     def on_step(step: int) -> None:  # train_atst_sed's mean-teacher update
         step_fn.step = step
         decay = min(1.0 - 1.0 / (step + 1), cfg.ema_decay) if cfg.ema_warm_start else cfg.ema_decay
         teacher.update(model, decay=decay)
 
-    optimizer = torch.optim.Adam(param_groups(model, cfg, 1), betas=(0.9, 0.999), eps=1e-8)
+    optimizer = torch.optim.Adam(param_groups(model, learning_rates(cfg), 1), betas=(0.9, 0.999), eps=1e-8)
     losses = _train(model, step_fn, optimizer, batch, steps, on_optimizer_step=on_step)
     with torch.no_grad():
         frame_scores, clip_scores = model.eval()(audio)

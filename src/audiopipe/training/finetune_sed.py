@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiopipe.config import AtstSedConfig
+from audiopipe.config import AtstStage1Config, AtstStage2Config, SedTrainingConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader
@@ -39,8 +39,8 @@ from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_stri
 from audiopipe.training import distributed
 from audiopipe.training.distributed import is_main_process, resolve_device
 from audiopipe.training.loop import BestTracker, TaskResult, fit, resume_key
-from audiopipe.training.sed.optim import lr_factor, param_groups
-from audiopipe.training.sed.step import SEDStep
+from audiopipe.training.sed.optim import LearningRates, lr_factor, param_groups
+from audiopipe.training.sed.step import SEDStep, StepSettings
 from audiopipe.training.sed.validation import (
     eval_split,
     evaluate_split,
@@ -68,9 +68,11 @@ def selection_criterion(phase: int) -> tuple[str, str]:
 
 
 def _build(
-    cfg: AtstSedConfig, phase: int, encoder_checkpoint: Path | None, init_checkpoint: Path | None, n_classes: int
-) -> tuple[SEDModel, dict[str, Any] | None]:
-    if phase == 1:
+    cfg: AtstStage1Config | AtstStage2Config, encoder_checkpoint: Path | None, init_checkpoint: Path | None,
+    n_classes: int,
+) -> tuple[SEDModel, str, dict[str, Any] | None]:
+    """(model, its builder name, phase 1's payload in phase 2): phase 1 builds from `cfg`, phase 2 from the file."""
+    if isinstance(cfg, AtstStage1Config):
         kwargs: dict[str, Any] = {"n_classes": n_classes, **cfg.crnn_kwargs}
         if cfg.model != "sed_crnn":
             kwargs.update(
@@ -78,15 +80,31 @@ def _build(
                 encoder_kwargs=dict(cfg.encoder_kwargs),
                 encoder_checkpoint=encoder_checkpoint,
             )
-        return as_sed_model(build_model(cfg.model, **kwargs), f"model '{cfg.model}'"), None
+        return as_sed_model(build_model(cfg.model, **kwargs), f"model '{cfg.model}'"), cfg.model, None
     assert init_checkpoint is not None  # checked by train_atst_sed
     payload = load_checkpoint(init_checkpoint)
     model = as_sed_model(build_model(payload["builder"], **payload["builder_kwargs"]), f"{init_checkpoint}'s model")
     load_state_dict_strict(model, payload["model"], source=str(init_checkpoint))
-    return model, payload
+    return model, payload["builder"], payload
 
 
-def _datasets(cfg: AtstSedConfig, clips_dir: Path, n_frames: int, frame_rate: float,
+def learning_rates(cfg: SedTrainingConfig) -> LearningRates:
+    """The phase's parameter-group learning rates (`param_groups`)."""
+    return LearningRates(cnn=cfg.lr_cnn, rnn=cfg.lr_rnn, encoder=cfg.lr_encoder, encoder_scale=cfg.encoder_lr_scale)
+
+
+def step_settings(cfg: SedTrainingConfig) -> StepSettings:
+    """The augmentation and loss values `SEDStep` reads, taken from the phase's section."""
+    return StepSettings(
+        consistency=cfg.consistency, cache_features=cfg.cache_features,
+        frame_shift_max_frames=cfg.frame_shift_max_frames, mixup_prob=cfg.mixup_prob, mixup_alpha=cfg.mixup_alpha,
+        mixup_encoder_input=cfg.mixup_encoder_input, freq_warp_prob=cfg.freq_warp_prob,
+        mask_time_frames=cfg.mask_time_frames, mask_freq_bins=cfg.mask_freq_bins, const_max=cfg.const_max,
+        weak_loss_weight=cfg.weak_loss_weight,
+    )
+
+
+def _datasets(cfg: SedTrainingConfig, clips_dir: Path, n_frames: int, frame_rate: float,
               sample_rate: int) -> list[SEDClipDataset]:
     # in-process loading (num_workers 0) keeps the resampled audio in memory across epochs
     return [
@@ -129,7 +147,7 @@ def init_head_bias(model: SEDModel, h5_path: Path, n_frames: int, frame_rate_hz:
 
 
 def train_atst_sed(
-    cfg: AtstSedConfig,
+    cfg: AtstStage1Config | AtstStage2Config,
     *,
     phase: int,
     clips_dir: Path,
@@ -142,6 +160,9 @@ def train_atst_sed(
     """Train one ATST-SED phase; returns valid/test metrics of student and mean teacher (see module doc)."""
     if phase not in (1, 2):
         raise ValueError(f"phase must be 1 or 2, got {phase}")
+    if isinstance(cfg, AtstStage1Config) != (phase == 1):
+        raise TypeError(f"phase {phase} takes {'AtstStage1Config' if phase == 1 else 'AtstStage2Config'}, "
+                        f"got {type(cfg).__name__}")
     if phase == 2 and init_checkpoint is None:
         raise ValueError("phase 2 starts from phase 1's checkpoint: pass init_checkpoint")
     if cfg.consistency not in CONSISTENCY_TYPES:
@@ -149,7 +170,7 @@ def train_atst_sed(
     torch.manual_seed(cfg.seed)
     clips_dir, checkpoint = Path(clips_dir), Path(checkpoint)
     class_names = list(ClipReader(clips_dir / f"{cfg.train_splits[0]}.h5").class_names)
-    model, init_payload = _build(cfg, phase, encoder_checkpoint, init_checkpoint, len(class_names))
+    model, builder, init_payload = _build(cfg, encoder_checkpoint, init_checkpoint, len(class_names))
     if model.encoder is not None:
         model.freeze_encoder(phase == 1)
         augments_encoder = cfg.mixup_encoder_input or cfg.freq_warp_prob > 0
@@ -159,7 +180,7 @@ def train_atst_sed(
                 "mixup_encoder_input: false and freq_warp_prob: 0 in params.yaml, or add those methods"
             )
     n_frames = output_frames(model, cfg.clip_duration_s)
-    if phase == 1 and cfg.head_prior_init:
+    if isinstance(cfg, AtstStage1Config) and cfg.head_prior_init:
         init_head_bias(model, clips_dir / f"{cfg.train_splits[0]}.h5", n_frames, float(model.frame_rate_hz))
     device = resolve_device(cfg.device)
     teacher = EMA(model, decay=cfg.ema_decay, copy_buffers=False)  # parameters only (spec §4.4, §6.3)
@@ -178,12 +199,12 @@ def train_atst_sed(
     steps_per_epoch = len(loader)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     rampup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.Adam(param_groups(model, cfg, phase), betas=(0.9, 0.999), eps=1e-8)
+    optimizer = torch.optim.Adam(param_groups(model, learning_rates(cfg), phase), betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s + 1, rampup_steps=rampup_steps, total_steps=total_steps, cos_down=cfg.cos_down)
     )
     generator = torch.Generator().manual_seed(cfg.seed)
-    step_fn = SEDStep(cfg, phase, teacher, generator, rampup_steps)
+    step_fn = SEDStep(step_settings(cfg), phase, teacher, generator, rampup_steps)
     windows = median_windows(cfg.median_window, len(class_names))
 
     def on_step(step: int) -> None:
@@ -205,7 +226,8 @@ def train_atst_sed(
             return {}
         models = {"student": net, "teacher": teacher.module}
         strong, weak = predict_scores(models, splits["valid"], batch_size=cfg.eval_batch_size)
-        results = evaluate_split(models, splits["valid"], cfg, windows, operating_points=False, scores=strong)
+        results = evaluate_split(models, splits["valid"], windows, clip_duration_s=cfg.clip_duration_s,
+                                 batch_size=cfg.eval_batch_size, operating_points=False, scores=strong)
         metrics = {f"valid/{name}_{k}": v for name, r in results.items() for k, v in r.metrics.items()}
         losses = validation_bce(
             strong["teacher"], weak["teacher"], splits["valid"], frame_rate_hz=float(model.frame_rate_hz)
@@ -247,7 +269,7 @@ def train_atst_sed(
             init=_digest(init_checkpoint),
         ),
         seed=cfg.seed,
-        desc=f"atst_stage{phase}",
+        desc=f"ATST-SED phase {phase}",
         progress=cfg.progress,
     )
     if not is_main_process():  # under DDP rank 0 alone evaluated: it alone holds the best epoch and writes it
@@ -264,7 +286,7 @@ def train_atst_sed(
     save_checkpoint(
         checkpoint,
         {
-            "builder": cfg.model if init_payload is None else init_payload["builder"],
+            "builder": builder,
             "builder_kwargs": {**model.builder_kwargs, "freeze_encoder": False},
             "model": model.state_dict(),
             "mean_teacher": teacher.module.state_dict(),
@@ -288,7 +310,7 @@ def train_atst_sed(
 def _final_metrics(
     models: Mapping[str, nn.Module],
     splits: Mapping[str, SEDClipDataset],
-    cfg: AtstSedConfig,
+    cfg: SedTrainingConfig,
     windows: list[int],
     out_dir: Path,
     known: Mapping[str, float],
@@ -303,7 +325,8 @@ def _final_metrics(
         if split == "valid" and known:
             continue
         ops = cfg.operating_point_psds and split == "test"
-        results = evaluate_split(models, splits[split], cfg, windows, operating_points=ops)
+        results = evaluate_split(models, splits[split], windows, clip_duration_s=cfg.clip_duration_s,
+                                 batch_size=cfg.eval_batch_size, operating_points=ops)
         for name, result in results.items():
             metrics.update({f"{split}/{name}_{k}": v for k, v in result.metrics.items()})
             if split == "test":

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from audiopipe.config import AtstSedConfig
 from audiopipe.losses.sed import rampup_weight
 from audiopipe.models.sed import SEDModel
 
@@ -22,7 +22,17 @@ def _encoder_depth(name: str, n_blocks: int) -> int:
     return 0 if "norm" in name and "norm_pre" not in name else n_blocks + 1
 
 
-def param_groups(model: SEDModel, cfg: AtstSedConfig, phase: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class LearningRates:
+    """Learning rates of the parameter groups; the encoder's block at depth d gets `encoder * encoder_scale ** d`."""
+
+    cnn: float
+    rnn: float
+    encoder: float
+    encoder_scale: float
+
+
+def param_groups(model: SEDModel, lrs: LearningRates, phase: int) -> list[dict[str, Any]]:
     """Adam groups (spec §6.4): `cnn.*` at lr_cnn; GRU, cat_tf and heads at lr_rnn; in phase 2 each encoder
     layer at lr_encoder * encoder_lr_scale ** depth (depth 0 = final norm, counting down to the embeddings)."""
     cnn = [p for n, p in model.named_parameters() if n.startswith("cnn.")]
@@ -32,7 +42,7 @@ def param_groups(model: SEDModel, cfg: AtstSedConfig, phase: int) -> list[dict[s
         for n, p in model.named_parameters()
         if not n.startswith("cnn.") and not (enc_prefix and n.startswith(enc_prefix))
     ]
-    groups = [{"params": cnn, "lr": cfg.lr_cnn, "name": "cnn"}, {"params": rnn, "lr": cfg.lr_rnn, "name": "rnn"}]
+    groups = [{"params": cnn, "lr": lrs.cnn, "name": "cnn"}, {"params": rnn, "lr": lrs.rnn, "name": "rnn"}]
     if phase == 2 and model.encoder is not None:
         named = list(model.encoder.named_parameters())
         n_blocks = 1 + max((int(m.group(1)) for n, _ in named if (m := re.search(r"blocks\.(\d+)\.", n))), default=-1)
@@ -40,7 +50,7 @@ def param_groups(model: SEDModel, cfg: AtstSedConfig, phase: int) -> list[dict[s
         for name, param in named:
             by_depth.setdefault(_encoder_depth(name, n_blocks), []).append(param)
         groups += [
-            {"params": ps, "lr": cfg.lr_encoder * cfg.encoder_lr_scale**d, "name": f"encoder_{d}"}
+            {"params": ps, "lr": lrs.encoder * lrs.encoder_scale**d, "name": f"encoder_{d}"}
             for d, ps in sorted(by_depth.items())
         ]
     return groups

@@ -2,21 +2,21 @@
 and the semi-supervised loss, as the `step_fn` that `audiopipe.training.loop.fit` calls per batch.
 
 Student input: frame shift (waveform), mixup per subset group (linear SED magnitude mel; also the encoder's
-linear input when `cfg.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of the
-encoder input (`cfg.freq_warp_prob`, one coin per batch). Loss: strong BCE on strong clips, weak BCE on weak
-clips and the ramped-up consistency term (`mean_teacher` or `ict`). With `cfg.cache_features` the deterministic
+linear input when `settings.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of the
+encoder input (`settings.freq_warp_prob`, one coin per batch). Loss: strong BCE on strong clips, weak BCE on weak
+clips and the ramped-up consistency term (`mean_teacher` or `ict`). With `settings.cache_features` the deterministic
 inputs come from `audiopipe.training.sed.feature_cache`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from audiopipe.audio.augment import GroupMix, freq_warp, group_mixup_params, mix_groups, spec_mask
-from audiopipe.config import AtstSedConfig
 from audiopipe.data.sed_batches import subset_masks
 from audiopipe.losses.sed import consistency_mse, consistency_weight, ict_consistency, strong_bce, weak_bce
 from audiopipe.models.ema import EMA
@@ -63,27 +63,44 @@ def _clip_keys(batch: dict[str, Any]) -> list[tuple[str, str]]:
     return keys
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """Augmentation and loss values of one ATST-SED phase (the fields of its params section with these names)."""
+
+    consistency: Literal["mean_teacher", "ict"]
+    cache_features: bool
+    frame_shift_max_frames: int
+    mixup_prob: float
+    mixup_alpha: float
+    mixup_encoder_input: bool
+    freq_warp_prob: float
+    mask_time_frames: float
+    mask_freq_bins: float
+    const_max: float
+    weak_loss_weight: float
+
+
 class SEDStep:
     """step_fn for `fit`: augmentation, student/teacher forward passes and the semi-supervised loss.
 
     Student input: frame shift (waveform), mixup per subset group (linear SED magnitude mel; also the encoder's
-    linear input when `cfg.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of
-    the encoder input (`cfg.freq_warp_prob`: one coin per batch, one crop per group). Teacher input: the same
+    linear input when `settings.mixup_encoder_input`), time/frequency masking of the SED mel, frequency warping of
+    the encoder input (`settings.freq_warp_prob`: one coin per batch, one crop per group). Teacher input: the same
     mixed SED mel for `mean_teacher` consistency (stage 1); the clean one for `ict` (stage 2), warped when the
     batch's coin fired, with its own crops. The teacher runs in train mode, so its BatchNorm running statistics
     are its own; pass an `EMA(..., copy_buffers=False)` so that the update does not overwrite them (spec §4.4).
     """
 
     def __init__(
-        self, cfg: AtstSedConfig, phase: int, teacher: EMA, generator: torch.Generator, rampup_steps: int
+        self, settings: StepSettings, phase: int, teacher: EMA, generator: torch.Generator, rampup_steps: int
     ) -> None:
-        self.cfg, self.phase, self.teacher, self.generator = cfg, phase, teacher, generator
+        self.settings, self.phase, self.teacher, self.generator = settings, phase, teacher, generator
         self.mean_teacher = as_sed_model(teacher.module, "the mean teacher")  # the EMA's copy, updated in place
         self.rampup_steps = rampup_steps
         self.step = 0  # optimizer steps taken (fit's on_optimizer_step keeps it current)
-        self.cache = ClipFeatureCache() if cfg.cache_features else None
+        self.cache = ClipFeatureCache() if settings.cache_features else None
         # a frozen encoder on the clean clip (phase 1 without encoder augmentation) gives the same frames each epoch
-        self.cache_frames = phase == 1 and not cfg.mixup_encoder_input and cfg.freq_warp_prob <= 0
+        self.cache_frames = phase == 1 and not settings.mixup_encoder_input and settings.freq_warp_prob <= 0
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue the same augmentation draws and consistency ramp."""
@@ -98,7 +115,7 @@ class SEDStep:
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(student frames, teacher frames); the teacher's are None when it shares the student's frozen
         encoder on the same input (stage 1)."""
-        cfg, encoder = self.cfg, raw.frame_encoder
+        settings, encoder = self.settings, raw.frame_encoder
         if encoder is None:
             return None, None
         if not isinstance(encoder, AugmentableFrameEncoder):  # checked in train_atst_sed: no encoder augmentation
@@ -110,17 +127,17 @@ class SEDStep:
                 assert teacher_encoder is not None  # a copy of the student's
                 return frames, teacher_encoder.frame_features(audio)
         linear = encoder.linear_input(audio)
-        student_linear = mix_groups(linear, draws) if cfg.mixup_encoder_input else linear
+        student_linear = mix_groups(linear, draws) if settings.mixup_encoder_input else linear
         # one coin for the batch; when it fires, every group of the student and (stage 2) of the teacher input is
         # warped, each with its own crop (spec §5.5)
-        warp = _warp_coin(cfg.freq_warp_prob, self.generator)
+        warp = _warp_coin(settings.freq_warp_prob, self.generator)
         student_in = encoder.input_from_linear(student_linear)
         if warp:
             student_in = _warp_groups(student_in, subset, encoder, self.generator)
         frames = encoder.frames_from_input(student_in)
         if self.phase == 1:
             return frames, None
-        teacher_linear = linear if cfg.consistency == "ict" else student_linear
+        teacher_linear = linear if settings.consistency == "ict" else student_linear
         teacher_encoder = self.mean_teacher.frame_encoder
         assert isinstance(teacher_encoder, AugmentableFrameEncoder)  # a copy of the student's
         teacher_in = encoder.input_from_linear(teacher_linear)
@@ -130,13 +147,15 @@ class SEDStep:
             return frames, teacher_encoder.frames_from_input(teacher_in)
 
     def __call__(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        cfg, raw = self.cfg, as_sed_model(getattr(model, "module", model), "the trained model")
+        settings, raw = self.settings, as_sed_model(getattr(model, "module", model), "the trained model")
         samples_per_frame = int(round(raw.sample_rate / raw.frame_rate_hz))
         subset = batch["subset"]
         audio, strong, shifts = _frame_shift(
-            batch["audio"], batch["strong"], cfg.frame_shift_max_frames, samples_per_frame, self.generator
+            batch["audio"], batch["strong"], settings.frame_shift_max_frames, samples_per_frame, self.generator
         )
-        draws = group_mixup_params(subset, alpha=cfg.mixup_alpha, prob=cfg.mixup_prob, generator=self.generator)
+        draws = group_mixup_params(
+            subset, alpha=settings.mixup_alpha, prob=settings.mixup_prob, generator=self.generator
+        )
         strong, weak = mix_groups(strong, draws, clamp=(0.0, 1.0)), mix_groups(batch["weak"], draws, clamp=(0.0, 1.0))
         keys = _clip_keys(batch) if self.cache is not None else []
         if self.cache is not None:  # (B, F, T); the front end has no parameters
@@ -145,9 +164,10 @@ class SEDStep:
             sed_linear = raw.mel_spec.magnitude(audio)
         mixed_mel = raw.mel_spec.normalize(mix_groups(sed_linear, draws))
         student_mel = mixed_mel
-        if cfg.mask_time_frames > 0 or cfg.mask_freq_bins > 0:
+        if settings.mask_time_frames > 0 or settings.mask_freq_bins > 0:
             student_mel = spec_mask(
-                mixed_mel, freq_width=cfg.mask_freq_bins, time_width=cfg.mask_time_frames, generator=self.generator
+                mixed_mel, freq_width=settings.mask_freq_bins, time_width=settings.mask_time_frames,
+                generator=self.generator,
             )
         frames: torch.Tensor | None  # (B, T_enc, D) encoder frames; None without an encoder
         if self.cache is not None and self.cache_frames and raw.encoder is not None:
@@ -155,7 +175,7 @@ class SEDStep:
         else:
             frames, t_frames = self._encoder_frames(raw, audio, subset, draws)
         s_strong, s_weak = raw.forward_features(student_mel, frames)
-        ict = cfg.consistency == "ict" and bool(draws)
+        ict = settings.consistency == "ict" and bool(draws)
         with torch.no_grad():
             # teacher BN/dropout in train mode: this forward updates the teacher's own BN statistics (spec §4.4)
             teacher = self.mean_teacher.train()
@@ -165,12 +185,12 @@ class SEDStep:
         masks = subset_masks(subset)
         loss_strong = strong_bce(s_strong, strong, masks["strong"])
         loss_weak = weak_bce(s_weak, weak, masks["weak"])
-        weight = consistency_weight(self.step + 1, rampup_steps=self.rampup_steps, const_max=cfg.const_max)
+        weight = consistency_weight(self.step + 1, rampup_steps=self.rampup_steps, const_max=settings.const_max)
         if ict:
-            loss_con = ict_consistency(s_strong, s_weak, t_strong, t_weak, draws, weak_weight=cfg.weak_loss_weight)
+            loss_con = ict_consistency(s_strong, s_weak, t_strong, t_weak, draws, weak_weight=settings.weak_loss_weight)
         else:
-            loss_con = consistency_mse(s_strong, s_weak, t_strong, t_weak, weak_weight=cfg.weak_loss_weight)
-        loss = loss_strong + cfg.weak_loss_weight * loss_weak + weight * loss_con
+            loss_con = consistency_mse(s_strong, s_weak, t_strong, t_weak, weak_weight=settings.weak_loss_weight)
+        loss = loss_strong + settings.weak_loss_weight * loss_weak + weight * loss_con
         return {
             "loss": loss,
             "strong_bce": loss_strong.detach(),

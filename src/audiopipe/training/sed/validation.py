@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiopipe.config import AtstSedConfig
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import UNLABELLED, SEDClipDataset
@@ -123,9 +122,10 @@ def validation_bce(
 def evaluate_split(
     models: Mapping[str, nn.Module],
     dataset: SEDClipDataset,
-    cfg: AtstSedConfig,
     windows: list[int],
     *,
+    clip_duration_s: float,
+    batch_size: int,
     operating_points: bool,
     scores: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
@@ -141,11 +141,11 @@ def evaluate_split(
     names = reader.class_names
     truth = reference_events(reader)
     durations = {
-        cid: min(cfg.clip_duration_s, reader.num_samples(i) / reader.sample_rate)
+        cid: min(clip_duration_s, reader.num_samples(i) / reader.sample_rate)
         for i, cid in enumerate(reader.clip_ids)
     }
     if scores is None:
-        scores = predict_strong(models, dataset, batch_size=cfg.eval_batch_size)
+        scores = predict_strong(models, dataset, batch_size=batch_size)
     return {
         name: evaluate_sed(
             scores[name],
