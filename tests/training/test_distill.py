@@ -185,3 +185,19 @@ def test_unknown_student_family_is_rejected(pack: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="student must be one of"):
         distill_mobilenet(replace(CFG, student="resnet", kd_lambda=1.0), clips_dir=pack, teacher_h5=None,
                           checkpoint=tmp_path / "x.pt")
+
+
+def test_validation_loader_leaves_the_global_rng_alone() -> None:
+    """Iterating the whole-split validation loader must not draw from torch's global RNG: a DataLoader without its
+    own generator does, and that shifted every later augmentation of the training run (students' metrics moved)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from audiopipe.training.distill import whole_split_loader
+
+    data = TensorDataset(torch.arange(10.0))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    assert [b[0].tolist() for b in whole_split_loader(data, 4, 0)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert torch.equal(torch.get_rng_state(), before)
+    list(DataLoader(data, batch_size=4, shuffle=False))  # negative control: the plain loader draws a seed
+    assert not torch.equal(torch.get_rng_state(), before)

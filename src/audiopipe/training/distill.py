@@ -150,6 +150,16 @@ def _teacher_valid_map(teacher_h5: Path | None, split: str, valid: ClipDataset) 
     return {"teacher/valid_mAP": tagging_metrics(valid.reader.all_targets, logits)["mAP"]}
 
 
+def whole_split_loader(dataset: Any, batch_size: int, num_workers: int) -> DataLoader:
+    """In-order loader over the whole `dataset`, not sharded under DDP (rank 0 alone validates).
+
+    Its own generator: iterating a DataLoader without one draws a seed from torch's global RNG, which would shift
+    every later augmentation draw of the training run (validation must not change what training sees).
+    """
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      generator=torch.Generator())
+
+
 def distill_mobilenet(
     cfg: DistillMobilenetConfig,
     *,
@@ -188,8 +198,7 @@ def distill_mobilenet(
     )
     train_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, sampler=sampler,
                                num_workers=cfg.num_workers)
-    # not sharded under DDP: rank 0 alone validates, on the whole split
-    valid_loader = DataLoader(valid, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    valid_loader = whole_split_loader(valid, cfg.batch_size, cfg.num_workers)
     recalib_loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, num_workers=cfg.num_workers)
     steps_per_epoch = math.ceil(len(train_loader.sampler) / cfg.batch_size)  # type: ignore[arg-type]
     total_steps = max(1, cfg.epochs * steps_per_epoch)
