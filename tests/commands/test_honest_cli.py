@@ -219,6 +219,13 @@ def test_no_files_is_one_line(ckpts, capsys) -> None:
     assert code == 2 and _one_line(err) == "audiopipe tag: no audio FILE given (see `audiopipe tag --help`)"
 
 
+@pytest.mark.parametrize("command", ["tag", "detect"])
+def test_a_checkpoint_given_as_audio_names_the_flag(ckpts, capsys, command: str) -> None:
+    """`audiopipe tag model.pt clip.wav` (a user's first try): say to pass the model as --checkpoint."""
+    code, _, err = _cli([command, str(ckpts["tagger"]), "clip.wav"], capsys)
+    assert code == 2 and f"pass it as `--checkpoint {ckpts['tagger']}`" in _one_line(err)
+
+
 def test_export_refuses_other_kinds_and_broken_files_in_one_line(ckpts, tmp_path: Path, capsys) -> None:
     code, _, err = _cli(["export", "onnx", str(ckpts["sed"]), str(tmp_path / "x.onnx")], capsys)
     assert code == 2 and "audiopipe detect" in _one_line(err)

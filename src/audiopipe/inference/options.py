@@ -66,7 +66,14 @@ def resolve_device(flag: str) -> torch.device:  # torch is imported lazily, belo
     return torch.device(flag)
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+
+
 def require_files(files: list[Path], command: str) -> None:
     """Audio arguments are required unless a listing flag was given (checked after parsing)."""
     if not files:
         raise UserError(f"no audio FILE given (see `audiopipe {command} --help`)", exit_code=2)
+    for path in files:  # `audiopipe tag model.pt clip.wav`: name the flag instead of "not audio"
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+            raise UserError(f"{path} looks like a model checkpoint, not audio: pass it as `--checkpoint {path}` "
+                            f"(see `audiopipe {command} --help`)", exit_code=2)
