@@ -1,4 +1,4 @@
-"""Choice fields (`Literal` in config.py) are checked when params.yaml is loaded, not deep inside a stage."""
+"""Choice fields (`Literal` in config/sections.py) are checked when params.yaml is loaded, not deep inside a stage."""
 
 from __future__ import annotations
 

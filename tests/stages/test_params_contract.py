@@ -1,4 +1,4 @@
-"""The contract tying dvc.yaml, params.yaml and config.py together.
+"""The contract tying dvc.yaml, params.yaml and audiopipe.config together.
 
 Rules: every DVC stage lists exactly one params section, its own (stage key == section name), whose dataclass is
 the `CONFIG` its stage script exports for it (the stage list is dvc.yaml's, `audiopipe.stage_registry`). Sections that
