@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from audiopipe.audio.io import AudioDecodeError, audio_info, ffmpeg_exe, load_audio, save_audio
-from audiopipe.data.hdf5 import encode_mp3
+from audiopipe.data.mp3 import encode_mp3
 
 
 def _tone(sample_rate: int, seconds: float = 0.25, channels: int = 1) -> np.ndarray:

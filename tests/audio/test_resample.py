@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from audiopipe.audio.resample import AudioDecodeError, resample, resample_file
-from audiopipe.data.hdf5 import encode_mp3
+from audiopipe.data.mp3 import encode_mp3
 
 TARGET = 16000
 

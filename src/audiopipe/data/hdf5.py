@@ -8,7 +8,7 @@ One file per split. Layout (N clips, C classes, E strong events, S total samples
     num_samples     (N,)   int64   length of each clip in samples
     audio_offsets   (N+1,) int64   pcm16: clip i is audio_pcm16[offsets[i]:offsets[i+1]]
     audio_pcm16     (S,)   int16   (codec "pcm16")
-    audio_mp3       (N,)   vlen uint8 mp3 bytes (codec "mp3"; decoded in-process with PyAV)
+    audio_mp3       (N,)   vlen uint8 mp3 bytes (codec "mp3"; `data/mp3.py` decodes them in-process with PyAV)
     targets         (N, C) uint8   multi-hot clip tags (all zeros for unlabelled clips)
     event_offsets   (N+1,) int64   events of clip i are rows event_offsets[i]:event_offsets[i+1]
     event_onset_s, event_offset_s (E,) float64; event_class (E,) int32
@@ -21,12 +21,8 @@ file when it is truncated, foreign or incomplete.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import re
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +30,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from audiopipe.audio.io import ffmpeg_exe
+from audiopipe.data.failed_writes import discard, write_error
+from audiopipe.data.mp3 import decode_mp3, encode_mp3
 from audiopipe.storage import atomic_target
 
 FORMAT = "audiopipe-clips"
@@ -69,42 +66,6 @@ _REPACK = "delete it and rerun `dvc repro pack_hdf5`"
 
 class ClipFileError(RuntimeError):
     """A packed clip file is missing, truncated, foreign or inconsistent (the message names the file)."""
-
-
-def encode_mp3(waveform: np.ndarray, sample_rate: int, bitrate_kbps: int = 128) -> bytes:
-    """Encode mono float32 audio to mp3 bytes with ffmpeg (libmp3lame).
-
-    ffmpeg writes to a (seekable) temporary file, not a pipe, so that it can fill in the LAME/Xing header
-    with the encoder delay and padding; decoders then return exactly the original samples' timing.
-    """
-    with tempfile.TemporaryDirectory(prefix="audiopipe-mp3-") as tmp:
-        out = Path(tmp) / "clip.mp3"
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(sample_rate)]
-        cmd += ["-ac", "1", "-i", "-", "-c:a", "libmp3lame", "-b:a", f"{bitrate_kbps}k", str(out)]
-        pcm = np.ascontiguousarray(waveform, dtype=np.float32).tobytes()
-        proc = subprocess.run(cmd, input=pcm, capture_output=True, check=False)
-        if proc.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"ffmpeg mp3 encoding failed: {proc.stderr.decode(errors='replace')[-300:]}")
-        return out.read_bytes()
-
-
-def decode_mp3(data: bytes, sample_rate: int, num_samples: int) -> np.ndarray:
-    """Decode mp3 bytes in-process (PyAV) to mono float32 `(num_samples,)` at `sample_rate`."""
-    import av  # lazy: only mp3 packs need it
-
-    chunks: list[np.ndarray] = []
-    with av.open(io.BytesIO(data), mode="r", format="mp3") as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        for frame in container.decode(audio=0):
-            for piece in resampler.resample(frame):
-                chunks.append(piece.to_ndarray().reshape(-1))
-        for piece in resampler.resample(None):
-            chunks.append(piece.to_ndarray().reshape(-1))
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    out = np.zeros(num_samples, dtype=np.float32)
-    n = min(num_samples, audio.shape[0])
-    out[:n] = audio[:n]
-    return np.clip(out, -1.0, 1.0)
 
 
 def _clip_digest_input(clip_id: str, pcm: np.ndarray, targets: np.ndarray, events: list[Event]) -> bytes:
@@ -154,42 +115,6 @@ def verify_content_hash(path: str | Path, *, chunk_clips: int = 256) -> str:
             f"file changed after packing (disk corruption, a partial copy or an edit); {_REPACK}"
         )
     return actual
-
-
-def discard(f: h5py.File) -> None:
-    """Close an h5py file whose content is being thrown away, even when its writes fail (a full disk).
-
-    HDF5 flushes dirty chunks when a dataset or file closes; if that write fails inside `close()`, the library
-    keeps a half-closed dataset and the interpreter dies with SIGSEGV when the file object is freed at exit
-    (h5py 3.16 / HDF5 1.14). The writers here call `flush()` before `close()`, so a failed write surfaces while
-    every object is intact, and drop a failed file with this function, which points its descriptor at
-    /dev/null first: the final flush then succeeds, writing nowhere. The caller deletes the file.
-    """
-    if not f.id.valid:
-        return
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        try:
-            os.dup2(null, f.id.get_vfd_handle())
-        finally:
-            os.close(null)
-    except (OSError, ValueError, RuntimeError):  # another driver without a file descriptor: close as is
-        pass
-    try:
-        f.close()
-    except (OSError, RuntimeError):
-        pass
-
-
-def write_error(tmp: Path, err: BaseException, fix: str) -> OSError:
-    """An `OSError` naming the temporary file a failed HDF5 write was going to, the cause, and what to do."""
-    errno_ = getattr(err, "errno", None)
-    if errno_ is None:  # h5py reports a failed write as RuntimeError("... errno = 28, error message = ...")
-        found = re.search(r"errno = (\d+)", str(err))
-        errno_ = int(found.group(1)) if found else 5  # EIO
-    cause = " ".join(str(err).split())[:200]
-    return OSError(errno_, f"{os.strerror(errno_)} while writing {tmp} ({cause}); the temporary file was removed; "
-                           f"free disk space (or raise the file size limit) and {fix}", str(tmp))
 
 
 def _to_pcm16(waveform: np.ndarray) -> np.ndarray:

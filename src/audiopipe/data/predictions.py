@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from audiopipe.data.hdf5 import discard, write_error
+from audiopipe.data.failed_writes import discard, write_error
 from audiopipe.storage import atomic_write
 
 ATTR_CLASS_NAMES = "class_names"
@@ -84,7 +84,7 @@ def write_predictions(
                 group = f.create_group(split)
                 group.create_dataset(DS_CLIP_IDS, data=list(clip_ids), dtype=h5py.string_dtype("utf-8"))
                 group.create_dataset(DS_LOGITS, data=np.asarray(logits, dtype=np.float32))
-            f.flush()  # a failed write surfaces here, not inside close() (see audiopipe.data.hdf5.discard)
+            f.flush()  # a failed write surfaces here, not inside close() (see audiopipe.data.failed_writes.discard)
             f.close()
         except (OSError, RuntimeError) as err:
             discard(f)
