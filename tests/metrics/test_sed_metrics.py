@@ -1,5 +1,6 @@
 """Tests for audiopipe.metrics.sed: PSDS agreement between psds_eval (operating points, our decoder) and
-sed_scores_eval (threshold-free), F1 cross-checks, post-processing and curve files.
+sed_scores_eval (threshold-free), F1 cross-checks, score tables and the PSD-ROC files
+(post-processing: test_sed_postprocessing.py).
 
 Scores are quantised to levels that never equal a threshold, so the 5 operating points passed to psds_eval
 produce every binarisation sed_scores_eval visits: the two PSDS values must then coincide.
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from audiopipe.metrics import sed
+from audiopipe.metrics.psd_roc_files import plot_roc, write_roc_csv
 from audiopipe.metrics.sed import PSDS1, PSDS2
 
 CLASSES = ["alarm", "dog", "speech"]
@@ -159,27 +161,10 @@ def test_thresholds_are_the_fifty_atst_sed_operating_points() -> None:
     assert sed.THRESHOLDS[0] == pytest.approx(0.01) and sed.THRESHOLDS[-1] == pytest.approx(0.99)
 
 
-def test_median_filter_removes_short_spikes_per_class() -> None:
-    scores = np.zeros((2, 20))
-    scores[:, 5] = 1.0  # one-frame spike in both classes
-    out = sed.median_filter_scores(scores, [3, 1])
-    assert out[0].max() == 0.0 and out[1, 5] == 1.0
-    with pytest.raises(ValueError, match="median windows"):
-        sed.median_filter_scores(scores, [3])
-
-
 def test_scores_dataframe_clips_frames_to_duration() -> None:
     frame = sed.scores_dataframe(np.full((3, 156), 0.5), frame_rate_hz=15.625, class_names=CLASSES, duration_s=9.5)
     assert frame["offset"].max() == pytest.approx(9.5)
     assert (frame["offset"] > frame["onset"]).all()
-
-
-def test_strict_threshold_and_event_decoding() -> None:
-    scores = np.zeros((3, 10))
-    scores[1, 2:5] = 0.5
-    scores[2, 6:8] = 0.8
-    events = sed.scores_to_events(scores, 0.5, frame_rate_hz=10.0, class_names=CLASSES, duration_s=1.0)
-    assert events == [(0.6, 0.8, "speech")]  # 0.5 is not > 0.5
 
 
 def test_merge_connected_joins_touching_same_class_events() -> None:
@@ -200,8 +185,8 @@ def test_evaluate_sed_reports_all_metrics_and_writes_curves(tmp_path) -> None:
     )
     assert set(result.metrics) == {"psds1", "psds2", "event_f1", "intersection_f1", "psds2_mean_tpr", "frame_auc"}
     assert all(0.0 <= v <= 1.0 for v in result.metrics.values())
-    sed.write_roc_csv(tmp_path / "roc.csv", result.rocs)
-    sed.plot_roc(tmp_path / "roc.png", result.rocs)
+    write_roc_csv(tmp_path / "roc.csv", result.rocs)
+    plot_roc(tmp_path / "roc.png", result.rocs)
     lines = (tmp_path / "roc.csv").read_text().splitlines()
     assert lines[0] == "curve,efpr,tpr" and len(lines) > 2
     assert (tmp_path / "roc.png").stat().st_size > 1000

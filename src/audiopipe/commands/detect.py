@@ -159,7 +159,7 @@ def detect_events(
 ) -> list[Event]:
     """Median-filter, threshold (strict >) and decode (C, N) probabilities into scored events."""
     from audiopipe.data.labels import active_runs
-    from audiopipe.metrics.sed import median_filter_scores
+    from audiopipe.metrics.sed_postprocessing import median_filter_scores
 
     filtered = median_filter_scores(probs, median_windows)
     events = []

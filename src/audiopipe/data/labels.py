@@ -3,7 +3,8 @@
 Follows ATST-SED's `ManyHotEncoder` (spec atst_sed.md §5.4): labels are encoded directly at the output
 rate, start frame = floor(onset * rate), end frame (exclusive) = ceil(offset * rate), clipped to [0, T];
 decoding turns each contiguous run [a, b) of active frames into (a / rate, b / rate), clipped to the
-clip duration.
+clip duration. `reference_events` lists a packed split's events with class names, the ground truth the
+SED metrics take.
 
 Shapes (C classes, T output frames):
     targets (C, T) float32 in {0, 1}
@@ -13,10 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from audiopipe.data.hdf5 import ClipReader
+
 Event = tuple[float, float, int]  # (onset_s, offset_s, class index), as returned by ClipReader.events
+NamedEvent = tuple[float, float, str]  # (onset_s, offset_s, class name)
 
 
 def encode_events(events: Sequence[Event], *, n_classes: int, n_frames: int, frame_rate_hz: float) -> np.ndarray:
@@ -59,3 +65,9 @@ def decode_frames(
             if offset > onset:
                 events.append((onset, offset, class_names[cls]))
     return sorted(events)
+
+
+def reference_events(reader: ClipReader) -> dict[str, list[NamedEvent]]:
+    """clip id -> reference events (onset_s, offset_s, class name) of a packed split."""
+    names = reader.class_names
+    return {cid: [(on, off, names[c]) for on, off, c in reader.events(i)] for i, cid in enumerate(reader.clip_ids)}

@@ -13,7 +13,9 @@ from torch import nn
 
 from audiopipe.data.datasets import fit_length, read_clip
 from audiopipe.data.hdf5 import ClipReader
+from audiopipe.data.labels import reference_events
 from audiopipe.metrics.sed import SEDEvaluation, evaluate_sed
+from audiopipe.metrics.sed_postprocessing import median_windows
 from audiopipe.metrics.tagging import average_precision_per_class, tagging_metrics
 from audiopipe.models import load_model
 from audiopipe.models.complexity import count_macs, count_parameters
@@ -21,7 +23,6 @@ from audiopipe.models.protocols import SoundEventDetector, WaveformTagger
 from audiopipe.models.sed import SEDModel
 from audiopipe.models.sed import build as build_sed_model
 from audiopipe.storage import load_state_dict_strict
-from audiopipe.training.sed.validation import median_windows, reference_events
 
 Event = tuple[float, float, str]
 

@@ -1,4 +1,4 @@
-"""Sound event detection metrics: post-processing, PSDS (threshold-free and 50 operating points), F1.
+"""Sound event detection metrics: PSDS (threshold-free and 50 operating points), F1, all at once in `evaluate_sed`.
 
 Inputs are per-clip frame probabilities `scores[clip_id]` of shape (C, T) at `frame_rate_hz`, ground
 truth `{clip_id: [(onset_s, offset_s, label), ...]}` and durations `{clip_id: seconds}`.
@@ -17,23 +17,25 @@ Every clip is scored, clips without events too (their false positives and durati
 only classes with at least one ground-truth event are scored (sed_scores_eval requires it and a class
 without events has no TPR); same-class ground-truth events that touch or overlap are merged first
 (both libraries reject or mis-count them, DESED issue #55).
+
+Median filtering and thresholding live in `metrics/sed_postprocessing.py`, the PSD-ROC CSV and PNG writers in
+`metrics/psd_roc_files.py`; both are importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import median_filter
 
-from audiopipe.data.labels import decode_frames
+from audiopipe.metrics.psd_roc_files import plot_roc as plot_roc  # re-exported for the training tasks
+from audiopipe.metrics.psd_roc_files import write_roc_csv as write_roc_csv
+from audiopipe.metrics.sed_postprocessing import frame_boundaries, median_filter_scores, scores_to_events
 
 if TYPE_CHECKING:
     from psds_eval import PSDSEval
@@ -67,22 +69,7 @@ class PSDSResult:
     tpr: np.ndarray
 
 
-# ----------------------------------------------------------------------------- post-processing
-
-
-def median_filter_scores(scores: np.ndarray, windows: Sequence[int]) -> np.ndarray:
-    """Per-class median filter over time of (C, T) scores, scipy `reflect` mode as in ATST-SED."""
-    if len(windows) != scores.shape[0]:
-        raise ValueError(f"{len(windows)} median windows for {scores.shape[0]} classes")
-    out = np.empty_like(scores)
-    for c, w in enumerate(windows):
-        out[c] = median_filter(scores[c], size=int(w)) if w > 1 else scores[c]
-    return out
-
-
-def frame_boundaries(n_frames: int, frame_rate_hz: float, duration_s: float) -> np.ndarray:
-    """Onset/offset times k / frame_rate (k = 0..T) clipped to the clip duration, shape (T + 1,)."""
-    return np.minimum(np.arange(n_frames + 1) / frame_rate_hz, duration_s)
+# ----------------------------------------------------------------------------- score and event tables
 
 
 def scores_dataframe(
@@ -95,15 +82,6 @@ def scores_dataframe(
     keep = timestamps[1:] > timestamps[:-1]  # frames that start at or past the clip end carry no time
     keep_ts = np.concatenate([timestamps[:1], timestamps[1:][keep]])
     return create_score_dataframe(scores.T[keep].astype(np.float64), keep_ts, list(class_names))
-
-
-def scores_to_events(
-    scores: np.ndarray, threshold: float, *, frame_rate_hz: float, class_names: Sequence[str], duration_s: float
-) -> list[tuple[float, float, str]]:
-    """Events where scores > threshold (strict), contiguous frames merged (no gap filling, no min length)."""
-    return decode_frames(
-        scores > threshold, frame_rate_hz=frame_rate_hz, class_names=class_names, duration_s=duration_s
-    )
 
 
 def events_dataframe(events: Mapping[str, Sequence[tuple[float, float, str]]]) -> pd.DataFrame:
@@ -373,34 +351,3 @@ def evaluate_sed(
             rocs[f"{name}_op"] = psds_operating_points(tables, gt, all_dur, scenario)
             metrics[f"{name}_op"] = rocs[f"{name}_op"].value
     return SEDEvaluation(metrics, rocs)
-
-
-# ----------------------------------------------------------------------------- curve files
-
-
-def write_roc_csv(path: Path, rocs: Mapping[str, PSDSResult]) -> None:
-    """PSD-ROC points as a long CSV (curve, efpr, tpr) for `dvc plots`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["curve", "efpr", "tpr"])
-        for name, roc in rocs.items():
-            for x, y in zip(roc.efpr, roc.tpr):
-                writer.writerow([name, f"{x:.6g}", f"{y:.6g}"])
-
-
-def plot_roc(path: Path, rocs: Mapping[str, PSDSResult], title: str = "PSD-ROC") -> None:
-    """PNG of the PSD-ROC staircase curves, PSDS values in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for name, roc in rocs.items():
-        ax.step(roc.efpr, roc.tpr, where="post", label=f"{name} = {roc.value:.3f}")
-    ax.set(xlabel="eFPR per hour", ylabel="effective TPR", title=title, ylim=(0, 1.02))
-    ax.legend(loc="upper left", fontsize="small")  # the curves of an early model hug the bottom
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)

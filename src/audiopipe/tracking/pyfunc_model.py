@@ -70,7 +70,7 @@ class AudioPipeModel(PythonModel):
             wave = resample(wave, rate, loaded.sample_rate)
         if loaded.kind == "detector":
             from audiopipe.commands.detect import frame_probabilities
-            from audiopipe.metrics.sed import median_filter_scores
+            from audiopipe.metrics.sed_postprocessing import median_filter_scores
 
             post = loaded.postprocessing
             probs = frame_probabilities(loaded.model, wave, window_s=float(post.get("clip_duration_s", 10.0)),

@@ -8,7 +8,7 @@ against the pack's labels, phase 1's selection criterion (spec atst_sed.md §6.5
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiopipe.data.hdf5 import ClipReader
-from audiopipe.data.labels import encode_events
+from audiopipe.data.labels import encode_events, reference_events
 from audiopipe.data.sed_batches import UNLABELLED, SEDClipDataset
+from audiopipe.metrics.sed_postprocessing import median_windows as median_windows  # re-exported for finetune_sed
 from audiopipe.models.sed import as_sed_model
-
-Event = tuple[float, float, str]
-
-
-def reference_events(reader: ClipReader) -> dict[str, list[Event]]:
-    """clip id -> reference events (onset_s, offset_s, class name) of a packed split."""
-    names = reader.class_names
-    return {cid: [(on, off, names[c]) for on, off, c in reader.events(i)] for i, cid in enumerate(reader.clip_ids)}
-
-
-def median_windows(window: Sequence[int], n_classes: int) -> list[int]:
-    """Per-class median filter lengths; a single value applies to every class."""
-    if len(window) == 1:
-        return [int(window[0])] * n_classes
-    if len(window) != n_classes:
-        raise ValueError(f"median_window has {len(window)} entries for {n_classes} classes")
-    return [int(w) for w in window]
 
 
 def eval_split(h5_path: Path, *, duration_s: float, sample_rate: int) -> SEDClipDataset:
