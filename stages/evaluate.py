@@ -14,6 +14,8 @@ import logging
 from pathlib import Path
 
 from audiopipe.config import EvaluateConfig, TrackingConfig, load_params
+from audiopipe.evaluation.champions import crown_champions
+from audiopipe.evaluation.final_models import CURVE_STAGES, SED, TAGGERS  # what --data must hold
 from audiopipe.evaluation.run import evaluate_pipeline, manifest_hash, metrics_json, split_metrics
 from audiopipe.stage_lock import hold_output_lock
 from audiopipe.storage import write_text_atomic
@@ -23,32 +25,6 @@ from audiopipe.tracking.mlflow import git_commit
 log = logging.getLogger(__name__)
 CONFIG = EvaluateConfig  # the dataclass of this stage's params section (audiopipe.stage_registry)
 REPORT_DIR = "report"  # under --out: report.html and everything it links (a dvc.yaml out of its own)
-TAGGERS = {"EAT teacher": "finetune_eat/eat_tagger.pt", "KD student": "distill_mobilenet/student.pt",
-           "no-KD student": "distill_mobilenet_nokd/student.pt"}
-SED = {"ATST-SED stage 1": "atst_stage1/model.pt", "ATST-SED stage 2": "atst_stage2/model.pt"}
-CURVE_STAGES = ("pretrain_eat", "finetune_eat", "distill_mobilenet", "distill_mobilenet_nokd", "atst_stage1",
-                "atst_stage2")
-
-
-def _crown_champions(metrics: dict, data: Path) -> None:
-    """MLflow Model Registry: alias `champion` on the best tagger (test mAP) and the best detector (test PSDS1 +
-    PSDS2 of the student) among the registered stage outputs; a registry that cannot be reached only warns."""
-    from audiopipe.tracking.outputs import registered_name
-    from audiopipe.tracking.pyfunc_model import crown_champions
-
-    nan = float("nan")
-    tagging, sed = metrics.get("tagging", {}), metrics.get("sed", {})
-    scores = {
-        "tagger": {registered_name(data / rel): (tagging.get(name) or {}).get("test/mAP", nan)
-                   for name, rel in TAGGERS.items()},
-        "detector": {registered_name(data / rel): sum((sed.get(f"{name} student") or {}).get(k, nan)
-                                                      for k in ("psds1", "psds2"))
-                     for name, rel in SED.items()},
-    }
-    try:
-        log.info("evaluate: MLflow champion aliases %s", crown_champions(scores) or "none (no registered models)")
-    except Exception as err:  # noqa: BLE001 - the registry is a convenience; the evaluation itself succeeded
-        log.warning("evaluate: could not set the MLflow champion aliases: %s", err)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,7 +52,7 @@ def main() -> None:
             params_yaml=args.params.read_text(),
         )
         if tracking.enabled:
-            _crown_champions(result.metrics, args.data)
+            crown_champions(result.metrics, args.data)
     summary, timings = split_metrics(result.metrics)
     write_text_atomic(args.out / "metrics.json", metrics_json(summary))  # the DVC metrics: a short set
     write_text_atomic(args.out / "results.json", metrics_json(result.metrics))  # every number, per model

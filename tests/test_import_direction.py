@@ -21,6 +21,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "audio": ("audiopipe.data", "audiopipe.models", "audiopipe.losses", "audiopipe.metrics", *UPPER),
     "losses": ("audiopipe.data", "audiopipe.models", *UPPER),
     "models": UPPER,
+    "evaluation": ("audiopipe.training", "audiopipe.commands", "audiopipe.sweep", "audiopipe.claims", "audiopipe.cli"),
 }
 
 

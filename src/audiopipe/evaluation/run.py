@@ -9,6 +9,7 @@ score-spread check (see `collapse`); a model whose outputs barely depend on the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from audiopipe.data.hdf5 import ClipReader
+from audiopipe.data.labels import reference_events
 from audiopipe.evaluation import plots
 from audiopipe.evaluation.baselines import PRIOR_ROW, PROBE_ROW, tagging_baselines
 from audiopipe.evaluation.collapse import collapse_warning, score_spread
@@ -29,14 +31,21 @@ from audiopipe.evaluation.scoring import (
     evaluate_tagger,
     load_sed_models,
 )
-from audiopipe.metrics.sed import plot_roc, scores_to_events, write_roc_csv
+from audiopipe.metrics.psd_roc_files import plot_roc, write_roc_csv
+from audiopipe.metrics.sed_postprocessing import scores_to_events
 from audiopipe.metrics.tagging import precision_recall_curve
 from audiopipe.training.curves import read_curve
-from audiopipe.training.loop import TaskResult
-from audiopipe.training.sed.validation import reference_events
 
 log = logging.getLogger(__name__)
 TRAIN_SPLITS = ("train", "weak")  # the packs the taggers learn from; the tagging baselines are fit on them
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """What `evaluate_pipeline` returns: nested metrics `{"tagging": {model: {metric: value}}, "sed": {...},
+    "missing": [input names]}` (unlike a training task's flat metrics; stages/evaluate.py reads it by section)."""
+
+    metrics: dict[str, Any]
 
 
 def _slug(name: str) -> str:
@@ -166,7 +175,7 @@ def _sha256(path: Path) -> str:
 
 def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path], sed_checkpoints: Mapping[str, Path],
                       stage_dirs: Mapping[str, Path], out_dir: Path, provenance: Mapping[str, str],
-                      params_yaml: str = "", tracker: Any = None) -> TaskResult:
+                      params_yaml: str = "", tracker: Any = None) -> EvaluationResult:
     """Evaluate every final model on `clips_dir/<cfg.split>.h5`; write plots, report.html, return metrics.
 
     `metrics["tagging"]` holds one entry per tagger (with `test/score_spread`, `test/collapsed`) and the two
@@ -183,8 +192,6 @@ def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path],
         data.notes.append(f"{cfg.split}.h5 has no strong labels: SED metrics skipped")
     _curves(stage_dirs, out_dir, data)
     report = write_report(out_dir / "report.html", data)
-    # nested (section -> model -> metric) unlike the training tasks' flat TaskResult.metrics; stages/evaluate.py
-    # reads it by section
     metrics: dict[str, Any] = {"tagging": tagging, "sed": sed, "missing": sorted(data.missing)}
     flat = {f"{_slug(model)}/{key}": value for section in (tagging, sed) for model, values in section.items()
             for key, value in values.items()}
@@ -193,7 +200,7 @@ def evaluate_pipeline(cfg: Any, *, clips_dir: Path, taggers: Mapping[str, Path],
         for path in sorted(out_dir.glob("*.png")) + [report]:
             tracker.log_artifact(path)
     log.info("report written to %s", report)
-    return TaskResult(metrics=metrics, checkpoint=None, history=[])
+    return EvaluationResult(metrics)
 
 
 def manifest_hash(download_dir: Path) -> str:
