@@ -1,4 +1,4 @@
-"""Frame-level encoders that plug into the fused CRNN (`models/sed.py`), each with its own front end.
+"""Frame-level encoders that plug into the fused CRNN (`models/sed/model.py`), each with its own front end.
 
 Protocol (`FrameEncoder`): `.sample_rate`, `.feature_dim`, `.module_name` (the attribute name under which the
 SED model registers it, which fixes its state-dict prefix) and `frame_features(waveform (B, T)) -> (B, T_enc, D)`.
