@@ -12,14 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from audiopipe.config import DistillMobilenetConfig, TrackingConfig, load_params
-from audiopipe.stage_lock import hold_output_lock
-from audiopipe.storage import write_json_atomic
-from audiopipe.tracking import stage_run
-from audiopipe.tracking.outputs import log_stage_outputs
-from audiopipe.training.curves import write_curves
+from audiopipe.config import DistillMobilenetConfig
 from audiopipe.training.distill import distill_mobilenet
-from audiopipe.training.distributed import launched_rank
+from audiopipe.training.stage import open_stage, run_stage_task
 
 log = logging.getLogger(__name__)
 SECTIONS = ("distill_mobilenet", "distill_mobilenet_nokd")
@@ -46,25 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
-    if main_rank:
-        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params(args.section, CONFIG, args.params)
-    tracking = load_params("tracking", TrackingConfig, args.params)
+    cfg = open_stage(args.section, CONFIG, args.out, args.params)
     kwargs = task_kwargs(args)
     if cfg.kd_lambda >= 1.0:
         kwargs["teacher_h5"] = None  # the baseline never opens the teacher file
-    args.out.mkdir(parents=True, exist_ok=True)
-    enabled = tracking.enabled and main_rank
-    with stage_run(args.section, params=cfg, enabled=enabled, experiment=tracking.experiment) as run:
-        result = TASK(cfg, **kwargs, tracker=run)
-        if not main_rank:
-            return
-        run.log_metrics(result.metrics, step=len(result.history))
-        write_curves(args.out, result.history)
-        write_json_atomic(args.out / "metrics.json", result.metrics)
-        log_stage_outputs(run, args.out, args.out / "student.pt", log_model=True)
-    log.info("%s: valid/mAP=%.4f, checkpoint %s", args.section, result.metrics["valid/mAP"], args.out / "student.pt")
+    result = run_stage_task(args.section, cfg, TASK, kwargs, out=args.out, params=args.params,
+                            checkpoint=kwargs["checkpoint"], log_model=True)
+    if result is not None:
+        log.info("%s: valid/mAP=%.4f, checkpoint %s", args.section, result.metrics["valid/mAP"], result.checkpoint)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
-from audiopipe.config import FinetuneEatConfig, TrackingConfig, load_params
-from audiopipe.stage_lock import hold_output_lock
-from audiopipe.storage import write_json_atomic
-from audiopipe.tracking import stage_run
-from audiopipe.tracking.outputs import log_stage_outputs
-from audiopipe.training.curves import write_curves
-from audiopipe.training.distributed import launched_rank
+from audiopipe.config import FinetuneEatConfig
 from audiopipe.training.finetune_eat import finetune_eat
+from audiopipe.training.stage import open_stage, run_stage_task
 
 log = logging.getLogger(__name__)
 CONFIG, TASK = FinetuneEatConfig, finetune_eat  # what `audiopipe sweep` calls (audiopipe.stage_registry)
@@ -59,28 +53,17 @@ def _check_official_location(path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
-    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
-    if main_rank:
-        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("finetune_eat", CONFIG, args.params)
-    tracking = load_params("tracking", TrackingConfig, args.params)
-    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = open_stage("finetune_eat", CONFIG, args.out, args.params)
     kwargs = task_kwargs(args)
     if cfg.init != "pretrained":
         kwargs["pretrained"] = None
     if cfg.init == "official" and cfg.official_checkpoint:
         _check_official_location(Path(cfg.official_checkpoint))
-    enabled = tracking.enabled and main_rank
-    with stage_run("finetune_eat", params=cfg, enabled=enabled, experiment=tracking.experiment) as run:
-        result = TASK(cfg, **kwargs, tracker=run)
-        if not main_rank:
-            return
-        metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
-        write_curves(args.out, result.history)
-        write_json_atomic(args.out / "metrics.json", metrics)
-        log_stage_outputs(run, args.out, args.out / "eat_tagger.pt", log_model=True)
-    log.info("finetune_eat (init %s): valid/mAP=%.4f (class-prior baseline %.4f), checkpoint %s", cfg.init,
-             result.metrics["valid/mAP"], result.metrics["valid/mAP_prior"], args.out / "eat_tagger.pt")
+    result = run_stage_task("finetune_eat", cfg, TASK, kwargs, out=args.out, params=args.params,
+                            checkpoint=kwargs["checkpoint"], log_model=True)
+    if result is not None:
+        log.info("finetune_eat (init %s): valid/mAP=%.4f (class-prior baseline %.4f), checkpoint %s", cfg.init,
+                 result.metrics["valid/mAP"], result.metrics["valid/mAP_prior"], result.checkpoint)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 
-from audiopipe.config import PretrainEatConfig, TrackingConfig, load_params
-from audiopipe.stage_lock import hold_output_lock
-from audiopipe.storage import write_json_atomic
-from audiopipe.tracking import stage_run
-from audiopipe.tracking.outputs import log_stage_outputs
-from audiopipe.training.curves import write_curves
-from audiopipe.training.distributed import launched_rank
+from audiopipe.config import PretrainEatConfig
 from audiopipe.training.pretrain import pretrain_eat
+from audiopipe.training.stage import open_stage, run_stage_task
 
 log = logging.getLogger(__name__)
 CONFIG = PretrainEatConfig  # the dataclass of this stage's params section (audiopipe.stage_registry)
@@ -35,23 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
-    if main_rank:
-        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("pretrain_eat", CONFIG, args.params)
-    tracking = load_params("tracking", TrackingConfig, args.params)
-    args.out.mkdir(parents=True, exist_ok=True)
-    enabled = tracking.enabled and main_rank
-    with stage_run("pretrain_eat", params=cfg, enabled=enabled, experiment=tracking.experiment) as run:
-        result = pretrain_eat(cfg, clips_dir=args.clips, checkpoint=args.out / "eat.pt", tracker=run)
-        if not main_rank:
-            return
-        write_curves(args.out, result.history)
-        metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
-        write_json_atomic(args.out / "metrics.json", metrics)
-        log_stage_outputs(run, args.out, args.out / "eat.pt", log_model=False)
-    log.info("pretrain_eat: loss %.4f -> %.4f over %d steps, checkpoint %s", result.metrics["train/loss_first"],
-             result.metrics["train/loss_last"], int(result.metrics["train/steps"]), args.out / "eat.pt")
+    cfg = open_stage("pretrain_eat", CONFIG, args.out, args.params)
+    kwargs = {"clips_dir": args.clips, "checkpoint": args.out / "eat.pt"}
+    result = run_stage_task("pretrain_eat", cfg, pretrain_eat, kwargs, out=args.out, params=args.params,
+                            checkpoint=kwargs["checkpoint"], log_model=False)
+    if result is not None:
+        m = result.metrics
+        log.info("pretrain_eat: loss %.4f -> %.4f over %d steps, checkpoint %s", m["train/loss_first"],
+                 m["train/loss_last"], int(m["train/steps"]), result.checkpoint)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from audiopipe.config import AtstStage1Config, AtstStage2Config, TrackingConfig, load_params
-from audiopipe.stage_lock import hold_output_lock
-from audiopipe.storage import write_json_atomic
-from audiopipe.tracking import stage_run
-from audiopipe.tracking.outputs import log_stage_outputs
-from audiopipe.training.curves import write_curves
-from audiopipe.training.distributed import launched_rank
+from audiopipe.config import AtstStage1Config, AtstStage2Config
 from audiopipe.training.finetune_sed import train_atst_sed
+from audiopipe.training.stage import open_stage, run_stage_task
 
 log = logging.getLogger(__name__)
 SECTIONS = {1: "atst_stage1", 2: "atst_stage2"}  # --phase -> params section (= DVC stage)
@@ -54,31 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    main_rank = launched_rank() == 0  # under torchrun, rank 0 alone locks, tracks and writes the outputs
-    if main_rank:
-        hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    section = SECTIONS[args.phase]
     if args.phase == 2 and args.init is None:
         raise SystemExit("--phase 2 needs --init (phase 1's model.pt)")
-    cfg = load_params(section, CONFIG[section], args.params)
-    tracking = load_params("tracking", TrackingConfig, args.params)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with stage_run(section, params=cfg, enabled=tracking.enabled and main_rank, experiment=tracking.experiment) as run:
-        result = TASK(cfg, **task_kwargs(args), tracker=run)
-        if not main_rank:
-            return
-        write_curves(args.out, result.history)
-        write_json_atomic(args.out / "metrics.json", result.metrics)
-        log_stage_outputs(run, args.out, args.out / "model.pt", log_model=True)
-    m = result.metrics
-    log.info(
-        "%s: test PSDS1 student %.4f / teacher %.4f, PSDS2 student %.4f / teacher %.4f",
-        section,
-        m["test/student_psds1"],
-        m["test/teacher_psds1"],
-        m["test/student_psds2"],
-        m["test/teacher_psds2"],
-    )
+    section = SECTIONS[args.phase]
+    cfg: AtstStage1Config | AtstStage2Config = open_stage(section, CONFIG[section], args.out, args.params)
+    kwargs = task_kwargs(args)
+    result = run_stage_task(section, cfg, TASK, kwargs, out=args.out, params=args.params,
+                            checkpoint=kwargs["checkpoint"], log_model=True)
+    if result is not None:
+        m = result.metrics
+        log.info("%s: test PSDS1 student %.4f / teacher %.4f, PSDS2 student %.4f / teacher %.4f", section,
+                 m["test/student_psds1"], m["test/teacher_psds1"], m["test/student_psds2"], m["test/teacher_psds2"])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import build_model
 from audiopipe.storage import save_checkpoint
-from audiopipe.training.loop import TaskResult
+from audiopipe.training.loop import History
+from audiopipe.training.runner import TaskResult
 
 EVAL = SimpleNamespace(split="test", duration_s=1.0, batch_size=4, median_windows=[3], threshold=0.5,
                        timeline_clips=1)
@@ -64,7 +65,7 @@ class FakeTasks:
             classes = ClipReader(clips_dir / "test.h5").class_names
             save = _sed if section.startswith("atst") else _tagger
             save(checkpoint, classes, cfg.seed * 10 + len(self.calls))
-            history = [{"epoch": 0, "step": 1, "valid/mAP": 0.5}]
+            history = History(epochs=[{"epoch": 0, "step": 1, "valid/mAP": 0.5}])
             return TaskResult(metrics={"valid/mAP": 0.5, "valid/nan": float("nan")}, checkpoint=checkpoint,
                               history=history)
 

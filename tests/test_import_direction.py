@@ -22,6 +22,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "losses": ("audiopipe.data", "audiopipe.models", *UPPER),
     "models": UPPER,
     "evaluation": ("audiopipe.training", "audiopipe.commands", "audiopipe.sweep", "audiopipe.claims", "audiopipe.cli"),
+    # training tasks see tracking only as a duck-typed `tracker`; the stage helper (training/stage.py) opens the run
+    "training": ("audiopipe.evaluation", "audiopipe.inference", "audiopipe.commands", "audiopipe.sweep",
+                 "audiopipe.claims", "audiopipe.cli"),
 }
 
 

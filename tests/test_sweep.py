@@ -24,7 +24,7 @@ from audiopipe.sweep import (  # noqa: E402
     run_sweep,
     suggest,
 )
-from audiopipe.training.loop import TaskResult  # noqa: E402
+from audiopipe.training.runner import TaskResult  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ class FakeTask:
                 tracker.log_metrics({"valid/mAP": outcome}, step=epoch)
             on_epoch_end(epoch, {"valid/mAP": outcome, "train/loss": 1.0})
         checkpoint.write_text("weights")
-        return TaskResult(metrics={"valid/mAP": outcome}, checkpoint=checkpoint, history=[])
+        return TaskResult(metrics={"valid/mAP": outcome}, checkpoint=checkpoint)
 
 
 def sweep_cfg() -> SweepConfig:

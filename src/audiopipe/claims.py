@@ -159,8 +159,8 @@ def _train_and_score(claim: Claim, variant: Variant, seed: int, run_dir: Path, *
                      data_dir: Path, out_dir: Path, reader: Any, eval_cfg: Any, tracking: Mapping[str, Any]
                      ) -> dict[str, Any]:
     from audiopipe.storage import write_json_atomic
+    from audiopipe.tracking.curves import write_curves
     from audiopipe.tracking.outputs import log_stage_outputs
-    from audiopipe.training.curves import write_curves
 
     target = sweep.TARGETS[variant.section]
     _, task = target.resolve()

@@ -2,8 +2,9 @@
 declares every file it writes (report.html and everything it links included).
 
 `reachability_problems(root)` is the check: the flow runs the stages of dvc.yaml in its order, and every stage that
-validates per epoch (a `valid_curve` plot) is sweepable through the task its script exports. A stage added to
-dvc.yaml that the flows or sweeps cannot reach fails `test_every_stage_is_reachable_from_flows_and_sweeps`.
+validates per epoch (a `valid_curve` plot of a `valid/` metric) is sweepable through the task its script exports.
+A stage added to dvc.yaml that the flows or sweeps cannot reach fails
+`test_every_stage_is_reachable_from_flows_and_sweeps`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ import pytest
 import yaml
 
 from audiopipe import sweep
-from audiopipe.stage_registry import Stage, read_stages, stage_options
+from audiopipe.stage_registry import read_stages, stage_options
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # `flows/` lives at the repository root
 STAGES = read_stages(ROOT / "dvc.yaml")
 
 
-def _validates(stage: Stage) -> bool:
-    return any(Path(plot).name.startswith("valid_curve") for plot in stage.plots)
+def validating_stages(root: Path) -> set[str]:
+    """Stages with a per-epoch validation curve: a `valid_curve` plot whose y is a `valid/` metric (pretrain_eat's
+    valid_curve holds its per-epoch training loss: no validation, nothing to select or sweep)."""
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in spec.items() for plot in stage.get("plots", []) if isinstance(plot, dict)
+            for path, opts in plot.items()
+            if Path(path).name.startswith("valid_curve") and str((opts or {}).get("y", "")).startswith("valid/")}
 
 
 def reachability_problems(root: Path) -> list[str]:
@@ -41,8 +47,9 @@ def reachability_problems(root: Path) -> list[str]:
         targets = sweep.derive_targets(root)  # what `audiopipe sweep` and flows/sweep.py sweep
     except ValueError as err:
         return [*problems, str(err)]
+    validating = validating_stages(root)
     problems += [f"{name}: validates per epoch but {stage.script} exports no sweep task (TASK, task_kwargs, TUNABLE)"
-                 for name, stage in stages.items() if _validates(stage) and name not in targets]
+                 for name, stage in stages.items() if name in validating and name not in targets]
     return problems
 
 
@@ -65,7 +72,7 @@ def test_every_stage_is_reachable_from_flows_and_sweeps() -> None:
 
 
 def test_sweep_targets_are_the_stages_that_validate_per_epoch() -> None:
-    assert set(sweep.derive_targets(ROOT)) == {name for name, stage in STAGES.items() if _validates(stage)}
+    assert set(sweep.derive_targets(ROOT)) == validating_stages(ROOT)
 
 
 @pytest.mark.parametrize(("added", "cmd", "problem"), [
@@ -91,7 +98,7 @@ def test_evaluate_reads_the_models_and_curves_that_dvc_yaml_declares() -> None:
     module, args = stage_options(ROOT, STAGES["evaluate"])
     models = {str(args.data / rel) for rel in {**module.TAGGERS, **module.SED}.values()}
     curves = {str(args.data / stage) for stage in module.CURVE_STAGES}
-    trained = {out for stage in STAGES.values() if _validates(stage) for out in stage.outs if out.endswith(".pt")}
+    trained = {out for name in validating_stages(ROOT) for out in STAGES[name].outs if out.endswith(".pt")}
     assert models == trained
     assert curves == {str(Path(plot).parent) for stage in STAGES.values() for plot in stage.plots
                       if Path(plot).name == "train_curve.csv"}
@@ -117,7 +124,8 @@ def _tiny_pipeline_outputs(data: Path) -> None:
     from audiopipe.data.synthetic import make_synthetic_pack
     from audiopipe.models import build_model
     from audiopipe.storage import save_checkpoint
-    from audiopipe.training.curves import write_curves
+    from audiopipe.tracking.curves import write_curves
+    from audiopipe.training.loop import History
 
     packs = make_synthetic_pack(data / "pack_hdf5", n_per_split=3, sample_rate=16000)
     classes = ClipReader(packs["test"]).class_names
@@ -134,8 +142,8 @@ def _tiny_pipeline_outputs(data: Path) -> None:
         if builder == "sed_crnn":
             payload["mean_teacher"] = model.state_dict()
         save_checkpoint(data / path, payload)
-    write_curves(data / "distill_mobilenet", [{"epoch": 0, "step": 1, "train/loss": 0.7},
-                                              {"epoch": 0, "step": 1, "valid/mAP": 0.4}])
+    write_curves(data / "distill_mobilenet", History(steps=[{"epoch": 0, "step": 1, "train/loss": 0.7}],
+                                                     epochs=[{"epoch": 0, "step": 1, "valid/mAP": 0.4}]))
 
 
 def test_evaluate_declares_every_file_it_writes_and_every_file_report_html_links(

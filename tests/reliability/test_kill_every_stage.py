@@ -73,11 +73,11 @@ class Stage:
 
 
 STAGES = {
-    "pretrain_eat": Stage("pretrain_eat", lambda clips, ref: ["--clips", clips], "eat.resume.pt",
+    "pretrain_eat": Stage("pretrain_eat", lambda clips, ref: ["--clips", clips], ".eat.resume.pt",
                           step_resume=True),
     "finetune_eat": Stage("finetune_eat", lambda clips, ref: ["--clips", clips, "--pretrained",
                                                               ref("pretrain_eat") / "eat.pt"],
-                          "eat_tagger.resume.pt"),
+                          ".eat_tagger.resume.pt"),
     "distill_mobilenet": Stage("distill_mobilenet", lambda clips, ref: [
         "--section", "distill_mobilenet", "--clips", clips, "--teacher", clips.parent / "predictions.h5"],
         ".student.resume.pt"),

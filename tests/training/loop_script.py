@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from audiopipe.training import distributed
-from audiopipe.training.loop import fit, make_loader
+from audiopipe.training.loaders import make_loader
+from audiopipe.training.loop import FitSettings, Resume, fit
 
 
 class Toy(Dataset):
@@ -37,8 +38,8 @@ def main() -> None:
         noisy = batch["x"] + 0.1 * torch.randn_like(batch["x"])
         return {"loss": nn.functional.binary_cross_entropy_with_logits(m(noisy), batch["y"])}
 
-    fit(model, loader, step, optimizer, epochs=4, resume_path=resume, checkpoint_every_steps=3, seed=5,
-        progress=False)
+    fit(model, loader, step, optimizer,
+        settings=FitSettings(epochs=4, checkpoint_every_steps=3, seed=5, progress=False), resume=Resume(resume))
     if distributed.is_main_process():
         torch.save(model.state_dict(), out)
         world = torch.distributed.get_world_size() if distributed.is_distributed() else 1

@@ -53,7 +53,7 @@ def test_kd_run_writes_a_loadable_best_checkpoint(pack: Path, tmp_path: Path) ->
     seen: list[int] = []
     result = distill_mobilenet(CFG, clips_dir=pack, teacher_h5=teacher, checkpoint=tmp_path / "student.pt",
                                on_epoch_end=lambda epoch, metrics: seen.append(epoch))
-    epochs = [row for row in result.history if "valid/mAP" in row]
+    epochs = [row for row in result.history.epochs if "valid/mAP" in row]
     assert seen == [0, 1] and len(epochs) == 2
     for key in ("valid/mAP", "valid/roc_auc", "valid/d_prime", "valid/loss", "teacher/valid_mAP"):
         assert np.isfinite(result.metrics[key]), key

@@ -117,7 +117,7 @@ def test_finetune_keeps_best_epoch_and_reports_baseline(pack: Path, pretrained: 
     assert isinstance(model, EATTagger) and payload["builder"] == "eat_tagger"
     assert payload["metrics"]["valid/mAP"] == pytest.approx(result.metrics["valid/mAP"])
     assert model(torch.zeros(1, 16000)).shape == (1, len(payload["class_names"]))
-    assert not ckpt.with_name("eat_tagger.resume.pt").exists()
+    assert not ckpt.with_name(".eat_tagger.resume.pt").exists()
 
 
 def test_random_init_runs_without_pretrained_checkpoint(pack: Path, tmp_path: Path) -> None:

@@ -586,7 +586,7 @@ def test_phase1_keeps_the_epoch_with_the_lowest_teacher_validation_bce(
         phase=1, clips_dir=tmp_path / "pack", encoder_checkpoint=None, init_checkpoint=None,
         checkpoint=tmp_path / "s1" / "model.pt",
     )
-    rows = [row for row in result.history if "valid/teacher_bce_mean" in row]
+    rows = [row for row in result.history.epochs if "valid/teacher_bce_mean" in row]
     assert len(rows) == 3
     for row in rows:
         assert row["valid/teacher_bce_mean"] == pytest.approx(

@@ -35,7 +35,7 @@ from audiopipe.models.ema import EMA
 from audiopipe.training.distill import _student_kwargs, _StudentStep, recalibrate_batchnorm
 from audiopipe.training.finetune_eat import AugmentedTagger, bce_loss, build_tagger
 from audiopipe.training.finetune_sed import _build, learning_rates, output_frames, step_settings
-from audiopipe.training.loop import fit
+from audiopipe.training.loop import FitSettings, Hooks, fit
 from audiopipe.training.sed.optim import param_groups
 from audiopipe.training.sed.step import SEDStep
 
@@ -112,17 +112,8 @@ def _train(
     on_optimizer_step: Any = None,
 ) -> list[float]:
     """`steps` optimizer steps of the task's `fit` on the same batch; returns the per-step training losses."""
-    history = fit(
-        model,
-        [batch] * steps,
-        step_fn,
-        optimizer,
-        epochs=1,
-        device="cpu",
-        on_optimizer_step=on_optimizer_step,
-        seed=0,
-        progress=False,
-    )
+    history = fit(model, [batch] * steps, step_fn, optimizer, settings=FitSettings(epochs=1, seed=0, progress=False),
+                  hooks=Hooks(on_optimizer_step=on_optimizer_step))
     return [row["train/loss"] for row in history.steps]
 
 

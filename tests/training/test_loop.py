@@ -15,7 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from audiopipe.training.loop import BestTracker, NonFiniteLossError, fit, make_loader
+from audiopipe.training.loaders import make_loader
+from audiopipe.training.loop import FitSettings, Hooks, NonFiniteLossError, Resume, fit
+from audiopipe.training.runner import BestTracker
 
 SCRIPT = Path(__file__).with_name("loop_script.py")
 
@@ -44,8 +46,10 @@ def train(epochs: int, accum: int = 1, resume: Path | None = None) -> tuple[nn.M
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     loader = make_loader(Toy(), batch_size=4, shuffle=True, seed=3)
-    history = fit(model, loader, step, optimizer, epochs=epochs, grad_accum_steps=accum, resume_path=resume,
-                  checkpoint_every_steps=2, seed=3, progress=False)
+    history = fit(model, loader, step, optimizer,
+                  settings=FitSettings(epochs=epochs, grad_accum_steps=accum, checkpoint_every_steps=2, seed=3,
+                                       progress=False),
+                  resume=Resume(resume) if resume is not None else None)
     return model, history
 
 
@@ -77,7 +81,8 @@ def test_nan_loss_raises_with_clip_names() -> None:
         return {"loss": m(batch["x"]).sum() * float("nan")}
 
     with pytest.raises(NonFiniteLossError, match="clip0"):
-        fit(model, loader, bad_step, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, progress=False)
+        fit(model, loader, bad_step, torch.optim.SGD(model.parameters(), lr=0.1),
+            settings=FitSettings(epochs=1, progress=False))
 
 
 def test_resume_in_process_matches_uninterrupted(tmp_path: Path) -> None:
@@ -94,8 +99,9 @@ def test_on_epoch_start_sees_every_epoch_and_the_restored_one_after_resume(tmp_p
         started: list[int] = []
         model = nn.Linear(4, 1)
         loader = make_loader(Toy(8), batch_size=4, shuffle=False, seed=0)
-        fit(model, loader, step, torch.optim.SGD(model.parameters(), lr=0.1), epochs=epochs,
-            resume_path=tmp_path / "r.pt", on_epoch_start=started.append, progress=False)
+        fit(model, loader, step, torch.optim.SGD(model.parameters(), lr=0.1),
+            settings=FitSettings(epochs=epochs, progress=False), hooks=Hooks(on_epoch_start=started.append),
+            resume=Resume(tmp_path / "r.pt"))
         return started
 
     assert run(2) == [0, 1]
@@ -106,8 +112,9 @@ def test_resume_file_with_other_settings_is_ignored(tmp_path: Path) -> None:
     model = nn.Linear(4, 1)
     loader = make_loader(Toy(8), batch_size=4, shuffle=False, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    fit(model, loader, step, opt, epochs=1, resume_path=tmp_path / "r.pt", resume_key="a", progress=False)
-    history = fit(model, loader, step, opt, epochs=1, resume_path=tmp_path / "r.pt", resume_key="b", progress=False)
+    once = FitSettings(epochs=1, progress=False)
+    fit(model, loader, step, opt, settings=once, resume=Resume(tmp_path / "r.pt", key="a"))
+    history = fit(model, loader, step, opt, settings=once, resume=Resume(tmp_path / "r.pt", key="b"))
     assert len(history.steps) == 2  # trained again instead of resuming a finished run of other settings
 
 
@@ -116,9 +123,10 @@ def test_resume_file_without_the_tasks_extra_state_is_ignored(tmp_path: Path) ->
     model = nn.Linear(4, 1)
     loader = make_loader(Toy(8), batch_size=4, shuffle=False, seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    fit(model, loader, step, opt, epochs=1, resume_path=tmp_path / "r.pt", progress=False)
-    history = fit(model, loader, step, opt, epochs=1, resume_path=tmp_path / "r.pt", progress=False,
-                  extra_state={"best": BestTracker()})
+    once = FitSettings(epochs=1, progress=False)
+    fit(model, loader, step, opt, settings=once, resume=Resume(tmp_path / "r.pt"))
+    history = fit(model, loader, step, opt, settings=once,
+                  resume=Resume(tmp_path / "r.pt", extra_state={"best": BestTracker()}))
     assert len(history.steps) == 2
 
 

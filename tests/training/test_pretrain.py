@@ -57,7 +57,7 @@ def test_open_splits_without_any_split_names_the_folder(tmp_path: Path) -> None:
 
 def test_loss_curve_has_one_finite_row_per_step(run: tuple) -> None:
     result, _, _ = run
-    steps = [row for row in result.history if "train/loss" in row]
+    steps = [row for row in result.history.steps if "train/loss" in row]
     assert len(steps) == 2 * (7 // 3)  # 7 clips, batch 3, drop_last, 2 epochs
     assert all(math.isfinite(row["train/loss"]) for row in steps)
     assert {"train/frame_loss", "train/utterance_loss", "train/lr"} <= set(steps[0])
@@ -74,7 +74,7 @@ def test_on_epoch_end_called_per_epoch(run: tuple) -> None:
 def test_checkpoint_rebuilds_the_student_encoder(run: tuple) -> None:
     result, ckpt, _ = run
     assert result.checkpoint == ckpt and ckpt.is_file()
-    assert not ckpt.with_name("eat.resume.pt").exists()
+    assert not ckpt.with_name(".eat.resume.pt").exists()
     model, payload = load_model(ckpt)
     assert isinstance(model, EATEncoder) and payload["builder"] == "eat_demo"
     assert payload["sample_rate"] == 16000 and payload["config"]["clones"] == 2

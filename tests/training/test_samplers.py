@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from audiopipe.training import loop
+from audiopipe.training import loaders
 from audiopipe.training.samplers import (
     DistributedEpochSampler,
     DistributedWeightedSampler,
@@ -74,12 +74,12 @@ class _Items(Dataset):
 def test_make_loader_keeps_weighted_sampling_under_ddp(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under DDP a WeightedEpochSampler becomes this rank's share of the same weighted draw (it used to be
     replaced by a plain DistributedSampler, losing the weights and epoch_len)."""
-    monkeypatch.setattr(loop.distributed, "init_distributed", lambda: True)
-    monkeypatch.setattr(loop.distributed, "rank", lambda: 1)
-    monkeypatch.setattr(loop.distributed, "world_size", lambda: 2, raising=False)
+    monkeypatch.setattr(loaders.distributed, "init_distributed", lambda: True)
+    monkeypatch.setattr(loaders.distributed, "rank", lambda: 1)
+    monkeypatch.setattr(loaders.distributed, "world_size", lambda: 2, raising=False)
     weighted = WeightedEpochSampler(WEIGHTS, 16, seed=5)
     weighted.set_epoch(2)
-    loader = loop.make_loader(_Items(), batch_size=4, shuffle=True, seed=5, sampler=weighted)
+    loader = loaders.make_loader(_Items(), batch_size=4, shuffle=True, seed=5, sampler=weighted)
     assert isinstance(loader.sampler, DistributedWeightedSampler)
     assert (loader.sampler.rank, loader.sampler.world_size, len(loader.sampler)) == (1, 2, 8)
     drawn = torch.cat(list(loader)).tolist()
@@ -95,13 +95,13 @@ def test_make_loader_splits_the_single_process_order_under_ddp(monkeypatch: pyte
     """Without a sampler the ranks' batches k together are the single-process batch k (a DistributedSampler
     shuffles with another seed, so 2 x batch/2 would not train on the batches 1 x batch does)."""
     items = list(range(8))  # a multiple of the world size: no padding
-    single = [batch.tolist() for batch in loop.make_loader(items, batch_size=4, shuffle=shuffle, seed=5)]
-    monkeypatch.setattr(loop.distributed, "init_distributed", lambda: True)
-    monkeypatch.setattr(loop.distributed, "world_size", lambda: 2, raising=False)
+    single = [batch.tolist() for batch in loaders.make_loader(items, batch_size=4, shuffle=shuffle, seed=5)]
+    monkeypatch.setattr(loaders.distributed, "init_distributed", lambda: True)
+    monkeypatch.setattr(loaders.distributed, "world_size", lambda: 2, raising=False)
     shares = []
     for rank in (0, 1):
-        monkeypatch.setattr(loop.distributed, "rank", lambda rank=rank: rank)
-        loader = loop.make_loader(items, batch_size=2, shuffle=shuffle, seed=5)
+        monkeypatch.setattr(loaders.distributed, "rank", lambda rank=rank: rank)
+        loader = loaders.make_loader(items, batch_size=2, shuffle=shuffle, seed=5)
         assert isinstance(loader.sampler, DistributedEpochSampler)
         shares.append([batch.tolist() for batch in loader])
     merged = [sorted(a + b) for a, b in zip(*shares, strict=True)]

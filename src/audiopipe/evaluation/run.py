@@ -34,7 +34,7 @@ from audiopipe.evaluation.scoring import (
 from audiopipe.metrics.psd_roc_files import plot_roc, write_roc_csv
 from audiopipe.metrics.sed_postprocessing import scores_to_events
 from audiopipe.metrics.tagging import precision_recall_curve
-from audiopipe.training.curves import read_curve
+from audiopipe.tracking.curves import read_curve
 
 log = logging.getLogger(__name__)
 TRAIN_SPLITS = ("train", "weak")  # the packs the taggers learn from; the tagging baselines are fit on them

@@ -48,9 +48,10 @@ from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.storage import file_sha256
-from audiopipe.training.distributed import is_main_process
 from audiopipe.training.inference import predict_logits
-from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader
+from audiopipe.training.loaders import make_loader
+from audiopipe.training.loop import FitSettings
+from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, run_task
 from audiopipe.training.samplers import WeightedEpochSampler
 from audiopipe.training.schedulers import warmup_linear
 
@@ -220,10 +221,9 @@ def distill_mobilenet(
             probs = mix(teacher_probabilities(rows, cfg.temperature), lam, partner)
         return kd_loss_terms(logits, probs, mix(labels, lam, partner), cfg.kd_lambda)
 
-    best = BestTracker("max")
     config = asdict(cfg)
 
-    def evaluate(net: nn.Module, epoch: int) -> dict[str, float]:
+    def validate(net: nn.Module, epoch: int) -> dict[str, float]:
         device = next(net.parameters()).device
         if cfg.bn_recalib_batches > 0:
             if hasattr(recalib_loader.sampler, "set_epoch"):
@@ -233,37 +233,35 @@ def distill_mobilenet(
         logits, targets = predict_logits(tagger, valid_loader, device)  # tagger is net.tagger
         scores = tagging_metrics(targets, logits)
         loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)).item()
-        metrics = {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"],
-                   "valid/d_prime": scores["d_prime"], "valid/loss": loss}
-        def payload() -> dict[str, Any]:
-            return {
-                "builder": builder, "builder_kwargs": kwargs, "model": tagger.state_dict(),
-                "class_names": list(train.class_names), "sample_rate": int(train.sample_rate),
-                "config": config, "metrics": {**metrics, "epoch": float(epoch)},
-            }
+        return {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"],
+                "valid/d_prime": scores["d_prime"], "valid/loss": loss}
 
-        if not best.update(scores["mAP"], epoch, payload) and best.best is None:  # NaN mAP so far: keep the latest
-            best.keep(epoch, payload())
-        return metrics
+    def snapshot(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        return {
+            "builder": builder, "builder_kwargs": kwargs, "model": tagger.state_dict(),
+            "class_names": list(train.class_names), "sample_rate": int(train.sample_rate),
+            "config": config, "metrics": {**metrics, "epoch": float(epoch)},
+        }
 
-    on_metrics = (lambda m, s: tracker.log_metrics(m, step=s)) if tracker is not None else None
-    resume = checkpoint.with_name(f".{checkpoint.stem}.resume.pt")
+    def finish(outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
+        best, epochs = outcome.best, outcome.history.epochs
+        if best is None or best.payload is None:
+            raise RuntimeError("distill_mobilenet: no epoch was validated (epochs must be >= 1)")
+        best_epoch = next((e for e in epochs if e["epoch"] == best.best_epoch), epochs[-1] if epochs else {})
+        metrics = {k: float(v) for k, v in best_epoch.items() if k.startswith("valid/")}
+        metrics["best_epoch"] = float(best.best_epoch)
+        metrics.update(_teacher_valid_map(Path(teacher_h5) if teacher_h5 else None, cfg.valid_split, valid))
+        log.info("distill_mobilenet: best valid/mAP %.4f at epoch %d", metrics.get("valid/mAP", math.nan),
+                 best.best_epoch)
+        return metrics, best.payload
+
+    task = TrainingTask(
+        model, train_loader, step_fn, optimizer, scheduler,
+        settings=FitSettings(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, seed=cfg.seed, desc="distill"),
+        finish=finish, validate=validate, selection=Selection("valid/mAP", "max"), snapshot=snapshot,
+        on_epoch_start=on_epoch_start,
+    )
     teacher_digest = file_sha256(teacher_h5) if teacher is not None and teacher_h5 else None
     key = json.dumps({"config": config, "train": train.reader.content_hash, "teacher": teacher_digest},
                      sort_keys=True)  # the teacher by content: a rewritten predictions file restarts the run
-    history = fit(model, train_loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=cfg.device,
-                  amp=cfg.amp, evaluate=evaluate, on_metrics=on_metrics, on_epoch_start=on_epoch_start,
-                  on_epoch_end=on_epoch_end,
-                  extra_state={"best": best}, resume_path=resume, resume_key=key, seed=cfg.seed,
-                  desc="distill")
-    if not is_main_process():  # under DDP rank 0 alone evaluated: it alone holds the best epoch and writes it
-        return TaskResult(metrics={}, checkpoint=None, history=history.steps)
-    best.write(checkpoint)  # the selected epoch's weights, also when a resumed run never beat them again
-    resume.unlink(missing_ok=True)
-    best_epoch = next((e for e in history.epochs if e["epoch"] == best.best_epoch), history.epochs[-1] if
-                      history.epochs else {})
-    metrics = {k: float(v) for k, v in best_epoch.items() if k.startswith("valid/")}
-    metrics["best_epoch"] = float(best.best_epoch)
-    metrics.update(_teacher_valid_map(Path(teacher_h5) if teacher_h5 else None, cfg.valid_split, valid))
-    log.info("distill_mobilenet: best valid/mAP %.4f at epoch %d", metrics.get("valid/mAP", math.nan), best.best_epoch)
-    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)
+    return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)

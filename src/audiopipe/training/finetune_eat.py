@@ -36,10 +36,11 @@ from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
 from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict
-from audiopipe.training.distributed import is_main_process
 from audiopipe.training.inference import predict_logits
-from audiopipe.training.loop import BestTracker, TaskResult, fit, make_loader, resume_key
+from audiopipe.training.loaders import make_loader
+from audiopipe.training.loop import FitSettings
 from audiopipe.training.pretrain import open_splits
+from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, resume_key, run_task
 from audiopipe.training.schedulers import fairseq_cosine
 
 log = logging.getLogger(__name__)
@@ -182,55 +183,50 @@ def finetune_eat(
     log.info("finetune_eat: init=%s, %d train / %d valid clips, %d steps, prior-baseline mAP %.4f",
              cfg.init, len(train), len(valid_set), total, prior["mAP"])
 
-    best = BestTracker("max")
-
     def step_fn(m: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
         logits, targets = m(batch["audio"], batch["labels"])
         return {"loss": bce_loss(logits, targets, cfg.bce_normaliser)}
 
-    def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
+    def validate(m: nn.Module, epoch: int) -> dict[str, float]:
         device = next(m.parameters()).device
-        logits, targets = predict_logits(m.tagger, valid_loader, device)  # type: ignore[union-attr, arg-type]
+        logits, targets = predict_logits(tagger, valid_loader, device)
         scores = tagging_metrics(targets, logits)
-        metrics = {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"], "valid/loss": float(
+        return {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"], "valid/loss": float(
             F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)))}
-        best.update(metrics["valid/mAP"], epoch, lambda: _payload(
-            m.tagger, builder_kwargs, class_names, sample_rate, cfg,  # type: ignore[arg-type]
-            {**metrics, "valid/mAP_prior": prior["mAP"], "best_epoch": float(epoch)}))
-        return metrics
 
-    def on_metrics(metrics: dict[str, float], step: int) -> None:
-        if tracker is not None:
-            tracker.log_metrics(metrics, step)
+    def snapshot(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        return _payload(tagger, builder_kwargs, class_names, sample_rate, cfg,
+                        {**metrics, "valid/mAP_prior": prior["mAP"], "best_epoch": float(epoch)})
 
-    history = fit(
-        model, loader, step_fn, optimizer, scheduler, epochs=cfg.epochs, device=cfg.device, amp=cfg.amp,
-        evaluate=evaluate, on_metrics=on_metrics, on_epoch_end=on_epoch_end, extra_state={"best": best},
-        resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"),
-        resume_key=resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in [*train_sets, valid_set]],
-                              init=_digest(pretrained), official=_digest(cfg.official_checkpoint)),
-        seed=cfg.seed, desc="finetune_eat",
+    def finish(outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
+        best, history = outcome.best, outcome.history
+        assert best is not None
+        if best.payload is None:  # no epoch validated (epochs: 0): keep the initial weights rather than nothing
+            best.keep(cfg.epochs - 1, _payload(tagger, builder_kwargs, class_names, sample_rate, cfg,
+                                               {"valid/mAP_prior": prior["mAP"]}))
+        assert best.payload is not None
+        best_metrics = best.payload["metrics"]
+        last = history.epochs[-1] if history.epochs else {}
+        metrics = {
+            "valid/mAP": best.best if best.best is not None else math.nan,
+            "valid/roc_auc": best_metrics.get("valid/roc_auc", math.nan),
+            "valid/mAP_last": float(last.get("valid/mAP", math.nan)),
+            "valid/mAP_prior": prior["mAP"],
+            "valid/roc_auc_prior": prior["roc_auc"],
+            "best_epoch": float(best.best_epoch),
+            "train/loss_last": history.steps[-1]["train/loss"] if history.steps else math.nan,
+            "train/steps": float(len(history.steps)),
+        }
+        return metrics, best.payload
+
+    task = TrainingTask(
+        model, loader, step_fn, optimizer, scheduler,
+        settings=FitSettings(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, seed=cfg.seed, desc="finetune_eat"),
+        finish=finish, validate=validate, selection=Selection("valid/mAP", "max"), snapshot=snapshot,
     )
-    if not is_main_process():  # under DDP rank 0 alone evaluated: it alone holds the best epoch and writes it
-        return TaskResult(metrics={}, checkpoint=None, history=history.steps)
-    if best.payload is None:  # e.g. every epoch gave NaN mAP: keep the last weights rather than nothing
-        best.keep(cfg.epochs - 1, _payload(tagger, builder_kwargs, class_names, sample_rate, cfg,
-                                           {"valid/mAP_prior": prior["mAP"]}))
-    best.write(checkpoint)  # the selected epoch's weights, also when a resumed run never beat them again
-    best_metrics = best.payload["metrics"] if best.payload is not None else {}
-    last = history.epochs[-1] if history.epochs else {}
-    metrics = {
-        "valid/mAP": best.best if best.best is not None else math.nan,
-        "valid/roc_auc": best_metrics.get("valid/roc_auc", math.nan),
-        "valid/mAP_last": float(last.get("valid/mAP", math.nan)),
-        "valid/mAP_prior": prior["mAP"],
-        "valid/roc_auc_prior": prior["roc_auc"],
-        "best_epoch": float(best.best_epoch),
-        "train/loss_last": history.steps[-1]["train/loss"] if history.steps else math.nan,
-        "train/steps": float(len(history.steps)),
-    }
-    checkpoint.with_name(checkpoint.stem + ".resume.pt").unlink(missing_ok=True)
-    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)
+    key = resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in [*train_sets, valid_set]],
+                     init=_digest(pretrained), official=_digest(cfg.official_checkpoint))
+    return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)
 
 
 def _digest(path: str | Path | None) -> str | None:

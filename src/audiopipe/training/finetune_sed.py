@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,10 +35,11 @@ from audiopipe.models import build_model
 from audiopipe.models.ema import EMA
 from audiopipe.models.sed import SEDModel, as_sed_model
 from audiopipe.models.sed.encoders import AugmentableFrameEncoder
-from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict, save_checkpoint
+from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict
 from audiopipe.training import distributed
-from audiopipe.training.distributed import is_main_process, resolve_device
-from audiopipe.training.loop import BestTracker, TaskResult, fit, resume_key
+from audiopipe.training.distributed import resolve_device
+from audiopipe.training.loop import FitSettings
+from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, resume_key, run_task
 from audiopipe.training.sed.optim import LearningRates, lr_factor, param_groups
 from audiopipe.training.sed.step import SEDStep, StepSettings
 from audiopipe.training.sed.validation import (
@@ -58,7 +59,7 @@ def _digest(path: Path | None) -> str | None:
     return file_sha256(path) if path is not None and Path(path).is_file() else None
 
 
-def selection_criterion(phase: int) -> tuple[str, str]:
+def selection_criterion(phase: int) -> tuple[str, Literal["min", "max"]]:
     """(validation metric, "min" | "max") that picks the restored epoch; also logged as `valid/obj_metric`.
 
     As ATST-SED's `val/obj_metric` (spec atst_sed.md §6.5): phase 1 keeps the lowest mean of the mean teacher's
@@ -213,14 +214,12 @@ def train_atst_sed(
         teacher.update(model, decay=decay)
 
     selected, mode = selection_criterion(phase)
-    best = BestTracker(mode)
     splits = {
         split: eval_split(clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, sample_rate=int(model.sample_rate))
         for split in ("valid", "test")
     }
-    valid_of_epoch: dict[int, dict[str, float]] = {}
 
-    def evaluate(net: nn.Module, epoch: int) -> dict[str, float]:
+    def validate(net: nn.Module, epoch: int) -> dict[str, float]:
         last = epoch + 1 == cfg.epochs
         if not last and (epoch + 1) % cfg.val_every:
             return {}
@@ -236,56 +235,25 @@ def train_atst_sed(
         metrics["valid/teacher_weak_bce"] = losses["weak_bce"]
         metrics["valid/teacher_bce_mean"] = (losses["strong_bce"] + losses["weak_bce"]) / 2
         metrics["valid/teacher_psds_sum"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
-        valid_of_epoch[epoch] = dict(metrics)
-        metrics["valid/obj_metric"] = value = metrics[selected]
-        # ties (e.g. PSDS 0 early in a short run) go to the later, longer-trained epoch
-        best.update(value, epoch, lambda: {"student": net.state_dict(), "teacher": teacher.module.state_dict(),
-                                           "valid": dict(valid_of_epoch[epoch])}, ties_win=True)
+        metrics["valid/obj_metric"] = metrics[selected]
         return metrics
 
-    def on_metrics(metrics: dict[str, float], step: int) -> None:
-        if tracker is not None:
-            tracker.log_metrics(metrics, step)
+    def snapshot(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        valid = {k: v for k, v in metrics.items() if k != "valid/obj_metric"}
+        return {"student": model.state_dict(), "teacher": teacher.module.state_dict(), "valid": valid}
 
-    resume = checkpoint.with_name(f".{checkpoint.stem}.resume.pt")
-    history = fit(
-        model,
-        loader,
-        step_fn,
-        optimizer,
-        scheduler,
-        epochs=cfg.epochs,
-        device=device,
-        evaluate=evaluate,
-        on_metrics=on_metrics,
-        on_optimizer_step=on_step,
-        on_epoch_end=on_epoch_end,
-        extra_state={"mean_teacher": teacher, "best": best, "step": step_fn},
-        resume_path=resume,
-        resume_key=resume_key(
-            {**dataclasses.asdict(cfg), "phase": phase},
-            packs={split: ClipReader(clips_dir / f"{split}.h5").content_hash for split in (*cfg.train_splits, "valid")},
-            encoder=_digest(encoder_checkpoint),
-            init=_digest(init_checkpoint),
-        ),
-        seed=cfg.seed,
-        desc=f"ATST-SED phase {phase}",
-        progress=cfg.progress,
-    )
-    if not is_main_process():  # under DDP rank 0 alone evaluated: it alone holds the best epoch and writes it
-        return TaskResult(metrics={}, checkpoint=None, history=history.steps)
-    best_states = best.payload
-    if best_states is not None:
-        model.load_state_dict(best_states["student"])
-        teacher.module.load_state_dict(best_states["teacher"])
-    known = best_states["valid"] if best_states is not None else {}
-    metrics = _final_metrics(
-        {"student": model, "teacher": teacher.module}, splits, cfg, windows, checkpoint.parent, known
-    )
-    metrics.update({"train/steps_per_epoch": float(steps_per_epoch), "train/best_epoch": float(best.best_epoch)})
-    save_checkpoint(
-        checkpoint,
-        {
+    def finish(outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
+        best = outcome.best
+        assert best is not None
+        if best.payload is not None:
+            model.load_state_dict(best.payload["student"])
+            teacher.module.load_state_dict(best.payload["teacher"])
+        known = best.payload["valid"] if best.payload is not None else {}
+        metrics = _final_metrics(
+            {"student": model, "teacher": teacher.module}, splits, cfg, windows, checkpoint.parent, known
+        )
+        metrics.update({"train/steps_per_epoch": float(steps_per_epoch), "train/best_epoch": float(best.best_epoch)})
+        return metrics, {
             "builder": builder,
             "builder_kwargs": {**model.builder_kwargs, "freeze_encoder": False},
             "model": model.state_dict(),
@@ -299,12 +267,24 @@ def train_atst_sed(
                 "frame_rate_hz": float(model.frame_rate_hz),
                 "clip_duration_s": cfg.clip_duration_s,
             },
-        },
+        }
+
+    task = TrainingTask(
+        model, loader, step_fn, optimizer, scheduler,
+        settings=FitSettings(epochs=cfg.epochs, device=device, seed=cfg.seed, desc=f"ATST-SED phase {phase}",
+                             progress=cfg.progress),
+        finish=finish, validate=validate, snapshot=snapshot,
+        # ties (e.g. PSDS 0 early in a short run) go to the later, longer-trained epoch
+        selection=Selection(selected, mode, ties_win=True),
+        on_optimizer_step=on_step, state={"mean_teacher": teacher, "step": step_fn},
     )
-    resume.unlink(missing_ok=True)
-    if tracker is not None:
-        tracker.log_metrics(metrics, history.steps[-1]["step"] if history.steps else 0)
-    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps + history.epochs)
+    key = resume_key(
+        {**dataclasses.asdict(cfg), "phase": phase},
+        packs={split: ClipReader(clips_dir / f"{split}.h5").content_hash for split in (*cfg.train_splits, "valid")},
+        encoder=_digest(encoder_checkpoint),
+        init=_digest(init_checkpoint),
+    )
+    return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)
 
 
 def _final_metrics(

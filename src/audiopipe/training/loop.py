@@ -6,15 +6,17 @@ DDP (`torchrun`, gloo on CPU / NCCL on CUDA) and **exact resume**: a resume file
 steps and at each epoch end holds model, optimizer, scheduler, scaler, extra state, progress and RNG states,
 so a killed run restarted with the same seed ends with the same weights as an unkilled one (on CPU).
 
-What it does not own: losses and augmentation (the task's `step_fn`), model selection (the task's
-`evaluate` callback, with `BestTracker`), final checkpoint format (`audiopipe.storage`).
+What it does not own: losses and augmentation (the task's `step_fn`), model selection, the final checkpoint
+and the tracking of a task's results (`audiopipe.training.runner`, which every training task goes through).
+
+`fit(model, loader, step_fn, optimizer, scheduler, settings=FitSettings(...), hooks=Hooks(...),
+resume=Resume(...))`: the fixed settings of the run, the task's callbacks, and where and under which key the
+resume file lives (plus the task's other resumable objects).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -25,17 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from audiopipe.storage import load_checkpoint, save_checkpoint
 from audiopipe.training import distributed
-from audiopipe.training.samplers import (
-    DistributedEpochSampler,
-    DistributedWeightedSampler,
-    EpochSampler,
-    WeightedEpochSampler,
-)
 
 log = logging.getLogger(__name__)
 
@@ -55,85 +50,40 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """The fixed settings of one `fit` call (`desc` labels the progress bar)."""
+
+    epochs: int
+    device: str | torch.device = "cpu"
+    amp: str = "none"
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = None
+    checkpoint_every_steps: int = 0
+    seed: int = 0
+    progress: bool = True
+    desc: str = "train"
+
+
 @dataclass
-class TaskResult:
-    """What a training task returns to its stage script (and to the Optuna objective)."""
+class Hooks:
+    """A task's callbacks into `fit`; see `fit` for when each runs."""
 
-    metrics: dict[str, float]
-    checkpoint: Path | None
-    history: list[dict[str, Any]]
-
-
-class BestTracker:
-    """Keeps the best value of a selection metric and the checkpoint payload of that epoch.
-
-    The payload (weights copied to CPU, metrics, whatever the task writes) travels in the resume file through
-    `fit(extra_state=...)`, so a run killed after its best epoch still writes that epoch's checkpoint when it is
-    resumed, even though DVC deleted the output file before the rerun (`write`).
-    """
-
-    def __init__(self, mode: str = "max") -> None:
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        self.mode = mode
-        self.best: float | None = None
-        self.best_epoch = -1
-        self.payload: dict[str, Any] | None = None
-
-    def is_better(self, value: float, ties_win: bool = False) -> bool:
-        """Whether `value` beats the best so far (`ties_win`: an equal value also wins); NaN never wins."""
-        if math.isnan(value):
-            return False
-        if self.best is None:
-            return True
-        if ties_win and value == self.best:
-            return True
-        return value > self.best if self.mode == "max" else value < self.best
-
-    def update(self, value: float, epoch: int, payload: Callable[[], dict[str, Any]] | None = None,
-               ties_win: bool = False) -> bool:
-        """Return True (and remember it, with `payload()` when given) when `value` beats the best so far."""
-        better = self.is_better(value, ties_win)
-        if better:
-            self.best, self.best_epoch = float(value), epoch
-            if payload is not None:
-                self.payload = detached(payload())
-        return better
-
-    def keep(self, epoch: int, payload: dict[str, Any]) -> None:
-        """Remember `payload` as the selected epoch's without a metric (e.g. every metric so far was NaN)."""
-        self.best_epoch, self.payload = epoch, detached(payload)
-
-    def write(self, path: str | Path) -> Path | None:
-        """Write the kept payload atomically to `path` (None when nothing was kept)."""
-        return save_checkpoint(path, self.payload) if self.payload is not None else None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "best": self.best, "best_epoch": self.best_epoch, "payload": self.payload}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mode, self.best, self.best_epoch = state["mode"], state["best"], state["best_epoch"]
-        self.payload = state.get("payload")
+    evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None
+    on_metrics: Callable[[dict[str, float], int], None] | None = None
+    on_optimizer_step: Callable[[int], object] | None = None
+    on_epoch_start: Callable[[int], None] | None = None
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
 
 
-def detached(value: Any) -> Any:
-    """A copy of `value` whose tensors are detached CPU clones (nested dicts/lists/tuples followed)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: detached(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(detached(v) for v in value)
-    return value
+@dataclass
+class Resume:
+    """Where the resume file lives, the run identity it must match (`runner.resume_key`), and the task's other
+    resumable objects (each with `state_dict()` / `load_state_dict()`), saved and restored with the model."""
 
-
-def resume_key(config: dict[str, Any], **inputs: Any) -> str:
-    """The identity of a run for its resume file: the stage config plus the content (hashes) of its inputs.
-
-    A resume file written under another key is ignored, so changed data, a rewritten teacher or a new init
-    checkpoint at the same path restarts the run instead of mixing the two.
-    """
-    return json.dumps({"config": config, "inputs": inputs}, sort_keys=True, default=str)
+    path: Path
+    key: str = ""
+    extra_state: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -141,47 +91,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    sampler: Sampler | None = None,
-    num_workers: int = 0,
-    drop_last: bool = False,
-    collate_fn: Callable[[list[Any]], Any] | None = None,
-) -> DataLoader:
-    """DataLoader whose batch order depends only on (seed, epoch).
-
-    Under DDP each rank reads its share: a `WeightedEpochSampler` becomes a `DistributedWeightedSampler` (the
-    same weighted draw of the same length, split over the ranks), no sampler a `DistributedEpochSampler` (the
-    single-process order, split); any other sampler is replaced by a `DistributedSampler` over the dataset.
-    """
-    if distributed.init_distributed():
-        ranks = {"rank": distributed.rank(), "world_size": distributed.world_size()}
-        if isinstance(sampler, WeightedEpochSampler):
-            sampler = DistributedWeightedSampler.from_sampler(sampler, **ranks)
-        elif sampler is None:  # the single-process order, split: same global batches at batch_size / world_size
-            sampler = DistributedEpochSampler(len(dataset), shuffle, seed, **ranks)  # type: ignore[arg-type]
-        else:
-            sampler = DistributedSampler(  # type: ignore[arg-type]
-                dataset, num_replicas=ranks["world_size"], rank=ranks["rank"], shuffle=shuffle, seed=seed,
-                drop_last=drop_last,
-            )
-    elif sampler is None:
-        sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        collate_fn=collate_fn,
-        generator=torch.Generator(),
-        persistent_workers=False,
-    )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -247,11 +156,13 @@ class _Trainer:
     """State of one `fit` call; split out so each method stays short."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device,
-                 amp: str, extra_state: dict[str, Any], resume_path: Path | None, resume_key: str) -> None:
+                 amp: str, resume: Resume | None) -> None:
         self.raw_model = model
         self.optimizer, self.scheduler, self.device, self.amp = optimizer, scheduler, device, amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=(amp == "fp16" and device.type == "cuda"))
-        self.extra_state, self.resume_path, self.resume_key = extra_state, resume_path, resume_key
+        self.resume_path = Path(resume.path) if resume is not None else None
+        self.resume_key = resume.key if resume is not None else ""
+        self.extra_state = resume.extra_state if resume is not None else {}
         self.progress, self.history = _Progress(), History()
         self.model: nn.Module = model
         if distributed.is_distributed():
@@ -332,51 +243,39 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler: Any = None,
     *,
-    epochs: int,
-    device: str | torch.device = "cpu",
-    amp: str = "none",
-    grad_accum_steps: int = 1,
-    max_grad_norm: float | None = None,
-    evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None,
-    on_metrics: Callable[[dict[str, float], int], None] | None = None,
-    on_optimizer_step: Callable[[int], None] | None = None,
-    on_epoch_start: Callable[[int], None] | None = None,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    extra_state: dict[str, Any] | None = None,
-    resume_path: str | Path | None = None,
-    resume_key: str = "",
-    checkpoint_every_steps: int = 0,
-    seed: int = 0,
-    progress: bool = True,
-    desc: str = "train",
+    settings: FitSettings,
+    hooks: Hooks | None = None,
+    resume: Resume | None = None,
 ) -> History:
-    """Train `model` for `epochs` epochs; see the module docstring for what is handled here.
+    """Train `model` for `settings.epochs` epochs; see the module docstring for what is handled here.
 
     `step_fn(model, batch, device)` returns a dict with a scalar `"loss"` (plus optional scalars logged as
-    `train/<name>`). `on_epoch_start(epoch)` runs before each epoch's first batch, also when a resumed run
-    re-enters a half-done epoch (DyMN's temperature schedule). `evaluate(model, epoch)` returns validation
-    metrics after each epoch (rank 0 only); they go to `on_metrics`, `History.epochs` and
-    `on_epoch_end(epoch, metrics)` (which may raise to stop, e.g. optuna.TrialPruned). A rerun with an
-    existing `resume_path` written with the same `resume_key` continues where the last resume file left off.
+    `train/<name>`). `hooks.on_epoch_start(epoch)` runs before each epoch's first batch, also when a resumed run
+    re-enters a half-done epoch (DyMN's temperature schedule). `hooks.evaluate(model, epoch)` returns validation
+    metrics after each epoch (rank 0 only); they go to `hooks.on_metrics`, `History.epochs` and
+    `hooks.on_epoch_end(epoch, metrics)` (which may raise to stop, e.g. optuna.TrialPruned). A rerun with an
+    existing `resume.path` written with the same `resume.key` continues where the last resume file left off.
     """
-    if grad_accum_steps < 1 or epochs < 0:
+    hooks = hooks or Hooks()
+    if settings.grad_accum_steps < 1 or settings.epochs < 0:
         raise ValueError("grad_accum_steps must be >= 1 and epochs >= 0")
+    device = settings.device
     dev = distributed.resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    seed_everything(seed)
+    seed_everything(settings.seed)
     model.to(dev)
-    trainer = _Trainer(model, optimizer, scheduler, dev, amp, extra_state or {},
-                       Path(resume_path) if resume_path else None, resume_key)
+    trainer = _Trainer(model, optimizer, scheduler, dev, settings.amp, resume)
     trainer.try_resume()
+    epochs = settings.epochs
     while trainer.progress.epoch < epochs:
-        if on_epoch_start is not None:  # also after a resume, with the restored epoch (per-epoch schedules)
-            on_epoch_start(trainer.progress.epoch)
-        _run_epoch(trainer, train_loader, step_fn, grad_accum_steps, max_grad_norm, on_metrics, on_optimizer_step,
-                   checkpoint_every_steps, seed, progress, f"{desc} {trainer.progress.epoch + 1}/{epochs}")
-        metrics = _end_epoch(trainer, evaluate, on_metrics)
+        if hooks.on_epoch_start is not None:  # also after a resume, with the restored epoch (per-epoch schedules)
+            hooks.on_epoch_start(trainer.progress.epoch)
+        _run_epoch(trainer, train_loader, step_fn, settings, hooks,
+                   f"{settings.desc} {trainer.progress.epoch + 1}/{epochs}")
+        metrics = _end_epoch(trainer, hooks.evaluate, hooks.on_metrics)
         trainer.progress = _Progress(epoch=trainer.progress.epoch + 1, batch_in_epoch=0, step=trainer.progress.step)
         trainer.save_resume()
-        if on_epoch_end is not None and distributed.is_main_process():
-            on_epoch_end(trainer.progress.epoch - 1, metrics)
+        if hooks.on_epoch_end is not None and distributed.is_main_process():
+            hooks.on_epoch_end(trainer.progress.epoch - 1, metrics)
     distributed.barrier()
     return trainer.history
 
@@ -395,16 +294,15 @@ def _end_epoch(trainer: _Trainer, evaluate: Callable[[nn.Module, int], dict[str,
     return metrics
 
 
-def _run_epoch(trainer: _Trainer, loader: Iterable[Any], step_fn: StepFn, accum: int, max_grad_norm: float | None,
-               on_metrics: Callable[[dict[str, float], int], None] | None,
-               on_optimizer_step: Callable[[int], None] | None, every: int, seed: int, show: bool,
+def _run_epoch(trainer: _Trainer, loader: Iterable[Any], step_fn: StepFn, settings: FitSettings, hooks: Hooks,
                desc: str) -> None:
+    accum, every = settings.grad_accum_steps, settings.checkpoint_every_steps
     trainer.model.train()
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     bar = tqdm(total=total, initial=trainer.progress.batch_in_epoch, desc=desc, leave=False,
-               disable=not (show and distributed.is_main_process()), dynamic_ncols=True)
+               disable=not (settings.progress and distributed.is_main_process()), dynamic_ncols=True)
     sums: dict[str, float] = {}
-    for batch in _epoch_batches(trainer, loader, seed):
+    for batch in _epoch_batches(trainer, loader, settings.seed):
         batch = _to_device(batch, trainer.device)
         with _autocast(trainer.device, trainer.amp):
             outputs = step_fn(trainer.model, batch, trainer.device)
@@ -417,13 +315,13 @@ def _run_epoch(trainer: _Trainer, loader: Iterable[Any], step_fn: StepFn, accum:
         bar.update(1)
         if trainer.progress.batch_in_epoch % accum and trainer.progress.batch_in_epoch != total:
             continue
-        step_metrics = _optimizer_step(trainer, max_grad_norm, sums, accum)
+        step_metrics = _optimizer_step(trainer, settings.max_grad_norm, sums, accum)
         sums = {}
         bar.set_postfix(loss=f"{step_metrics['train/loss']:.4f}")
-        if on_optimizer_step is not None:
-            on_optimizer_step(trainer.progress.step)
-        if on_metrics is not None and distributed.is_main_process():
-            on_metrics(step_metrics, trainer.progress.step)
+        if hooks.on_optimizer_step is not None:
+            hooks.on_optimizer_step(trainer.progress.step)
+        if hooks.on_metrics is not None and distributed.is_main_process():
+            hooks.on_metrics(step_metrics, trainer.progress.step)
         if every and trainer.progress.step % every == 0:
             trainer.save_resume()
     bar.close()

@@ -30,7 +30,8 @@ from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import load_model
 from audiopipe.storage import file_sha256
 from audiopipe.training import distributed
-from audiopipe.training.loop import TaskResult, seed_everything
+from audiopipe.training.loop import seed_everything
+from audiopipe.training.runner import TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -114,4 +115,4 @@ def predict_teacher(
     metrics["teacher/checkpoints"] = float(len(paths))
     if tracker is not None:
         tracker.log_metrics(metrics, 0)
-    return TaskResult(metrics=metrics, checkpoint=None, history=[])
+    return TaskResult(metrics=metrics, checkpoint=None)

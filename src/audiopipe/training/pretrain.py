@@ -3,12 +3,13 @@
 Reads the `<split>.h5` files of `clips_dir` named in `cfg.splits` (labels unused), crops/pads every clip
 to `cfg.clip_seconds`, turns it into the EAT fbank on the training device and trains `EATPretrainer`
 (student + EMA teacher + CNN decoder) with AdamW (decay on every parameter), linear warm-up + cosine,
-gradient clipping and the annealed EMA decay, through `training.loop.fit` (resumable, DDP-ready).
+gradient clipping and the annealed EMA decay, through the task runner (`training.runner`: resumable, DDP-ready).
 
 Writes `checkpoint` (final-model payload of docs/architecture.md): builder `eat_<preset>` and the
 *student* encoder weights (what fine-tuning starts from, spec §4.1), so `load_model(checkpoint)` rebuilds
 an `EATEncoder`; the EMA teacher encoder is stored alongside under `ema_teacher`. `TaskResult.history`
-is the per-step loss curve (`train/loss`, `train/frame_loss`, `train/utterance_loss`, `train/lr`).
+holds the per-step loss curve (`train/loss`, `train/frame_loss`, `train/utterance_loss`, `train/lr`) and the
+per-epoch mean loss (`train/epoch_loss`). There is no validation and no selection: the last epoch is the model.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from audiopipe.data.datasets import ClipDataset
 from audiopipe.models import build_model
 from audiopipe.models.eat.frontend import EATFrontEnd
 from audiopipe.models.eat.pretraining import EATPretrainer
-from audiopipe.storage import save_checkpoint
-from audiopipe.training.loop import TaskResult, fit, make_loader, resume_key
+from audiopipe.training.loaders import make_loader
+from audiopipe.training.loop import FitSettings
+from audiopipe.training.runner import Outcome, TaskResult, TrainingTask, resume_key, run_task
 from audiopipe.training.schedulers import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class _SpectrogramStep:
 
 
 class _EpochLosses:
-    """Losses of the running epoch's optimizer steps; resumable (`fit(extra_state=...)`), so that a run resumed
+    """Losses of the running epoch's optimizer steps; resumable (`TrainingTask.state`), so that a run resumed
     from a resume file written inside an epoch still averages that epoch over all of its steps."""
 
     def __init__(self) -> None:
@@ -116,48 +118,46 @@ def pretrain_eat(
 
     epoch_losses = _EpochLosses()
 
-    def on_metrics(metrics: dict[str, float], step: int) -> None:
+    def collect_loss(metrics: dict[str, float], step: int) -> None:
         if "train/loss" in metrics:
             epoch_losses.values.append(metrics["train/loss"])
-        if tracker is not None:
-            tracker.log_metrics(metrics, step)
 
-    def evaluate(_: torch.nn.Module, epoch: int) -> dict[str, float]:
+    def epoch_loss(_: torch.nn.Module, epoch: int) -> dict[str, float]:
         losses = epoch_losses.values
         mean = sum(losses) / len(losses) if losses else math.nan
         losses.clear()
         return {"train/epoch_loss": mean}
 
-    def ema_step(step: int) -> None:
-        model.ema_update(step)  # teacher follows the student after every optimizer step (spec §3.1 step 6)
+    def finish(outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
+        steps, epochs = outcome.history.steps, outcome.history.epochs
+        losses = [row["train/loss"] for row in steps]
+        metrics = {
+            "train/loss_first": losses[0] if losses else math.nan,
+            "train/loss_last": losses[-1] if losses else math.nan,
+            "train/epoch_loss_first": epochs[0].get("train/epoch_loss", math.nan) if epochs else math.nan,
+            "train/epoch_loss_last": epochs[-1].get("train/epoch_loss", math.nan) if epochs else math.nan,
+            "train/steps": float(len(losses)),
+            "train/clips": float(n_clips),
+            "train/ema_decay_last": model.ema_decay(len(losses)),
+        }
+        return metrics, {
+            "builder": cfg.preset,
+            "builder_kwargs": {},
+            "model": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
+            "ema_teacher": {k: v.cpu() for k, v in model.ema_teacher.module.state_dict().items()},
+            "class_names": datasets[0].class_names,
+            "sample_rate": sample_rate,
+            "config": to_dict(cfg),
+            "metrics": metrics,
+        }
 
-    history = fit(
+    task = TrainingTask(
         model, loader, _SpectrogramStep(frontend), optimizer, scheduler,
-        epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, max_grad_norm=cfg.max_grad_norm,
-        evaluate=evaluate, on_metrics=on_metrics, on_optimizer_step=ema_step, on_epoch_end=on_epoch_end,
-        extra_state={"epoch_losses": epoch_losses}, resume_path=checkpoint.with_name(checkpoint.stem + ".resume.pt"),
-        resume_key=resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in datasets]),
-        checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="pretrain_eat",
+        settings=FitSettings(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, max_grad_norm=cfg.max_grad_norm,
+                             checkpoint_every_steps=cfg.checkpoint_every_steps, seed=cfg.seed, desc="pretrain_eat"),
+        finish=finish, validate=epoch_loss, on_train_metrics=collect_loss,
+        on_optimizer_step=model.ema_update,  # teacher follows the student after every optimizer step (spec §3.1 step 6)
+        state={"epoch_losses": epoch_losses},
     )
-    losses = [row["train/loss"] for row in history.steps]
-    metrics = {
-        "train/loss_first": losses[0] if losses else math.nan,
-        "train/loss_last": losses[-1] if losses else math.nan,
-        "train/epoch_loss_first": history.epochs[0].get("train/epoch_loss", math.nan) if history.epochs else math.nan,
-        "train/epoch_loss_last": history.epochs[-1].get("train/epoch_loss", math.nan) if history.epochs else math.nan,
-        "train/steps": float(len(losses)),
-        "train/clips": float(n_clips),
-        "train/ema_decay_last": model.ema_decay(len(losses)),
-    }
-    save_checkpoint(checkpoint, {
-        "builder": cfg.preset,
-        "builder_kwargs": {},
-        "model": {k: v.cpu() for k, v in model.encoder.state_dict().items()},
-        "ema_teacher": {k: v.cpu() for k, v in model.ema_teacher.module.state_dict().items()},
-        "class_names": datasets[0].class_names,
-        "sample_rate": sample_rate,
-        "config": to_dict(cfg),
-        "metrics": metrics,
-    })
-    checkpoint.with_name(checkpoint.stem + ".resume.pt").unlink(missing_ok=True)
-    return TaskResult(metrics=metrics, checkpoint=checkpoint, history=history.steps)
+    key = resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in datasets])
+    return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)

@@ -2,18 +2,18 @@
 
 `write_curves(out_dir, history)` writes `train_curve.csv` (one row per optimizer step) and
 `valid_curve.csv` (one row per epoch) with a header of metric names; missing values are left empty.
+`history` is anything with `steps` and `epochs` row lists (`audiopipe.training.loop.History`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from audiopipe.storage import write_text_atomic
-from audiopipe.training.loop import History
 
 TRAIN_CURVE = "train_curve.csv"
 VALID_CURVE = "valid_curve.csv"
@@ -29,25 +29,20 @@ def _write_csv_atomic(path: Path, rows: Sequence[Mapping[str, Any]], first: str)
     write_text_atomic(path, buffer.getvalue())
 
 
-def split_rows(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """Separate per-step rows (they carry `train/...` metrics) from per-epoch rows (validation metrics)."""
-    steps: list[Mapping[str, Any]] = []
-    epochs: list[Mapping[str, Any]] = []
-    for row in rows:
-        (steps if any(str(key).startswith("train/") for key in row) else epochs).append(row)
-    return steps, epochs
+class Rows(Protocol):
+    """Per-step rows (`steps`) and per-epoch rows (`epochs`) of a training run."""
+
+    @property
+    def steps(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def epochs(self) -> Sequence[Mapping[str, Any]]: ...
 
 
-def write_curves(out_dir: Path, history: History | Iterable[Mapping[str, Any]]) -> list[Path]:
-    """Write the per-step and per-epoch curves of a `History` (or of a `TaskResult.history` row list)."""
-    steps: Sequence[Mapping[str, Any]]
-    epochs: Sequence[Mapping[str, Any]]
-    if isinstance(history, History):
-        steps, epochs = list(history.steps), list(history.epochs)
-    else:
-        steps, epochs = split_rows(history)
+def write_curves(out_dir: Path, history: Rows) -> list[Path]:
+    """Write the per-step and per-epoch curves of a training `History`."""
     written = []
-    for name, rows, first in ((TRAIN_CURVE, steps, "step"), (VALID_CURVE, epochs, "epoch")):
+    for name, rows, first in ((TRAIN_CURVE, history.steps, "step"), (VALID_CURVE, history.epochs, "epoch")):
         _write_csv_atomic(Path(out_dir) / name, rows, first)
         written.append(Path(out_dir) / name)
     return written

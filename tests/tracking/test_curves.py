@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from audiopipe.training.curves import read_curve, write_curves
+from audiopipe.tracking.curves import read_curve, write_curves
 from audiopipe.training.loop import History
 
 
