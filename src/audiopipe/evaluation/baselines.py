@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from audiopipe.audio.features import EfficientATMel
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.evaluation.scoring import waveform_batch
-from audiopipe.metrics.tagging import tagging_metrics
+from audiopipe.metrics.tagging import class_prior, tagging_metrics
 
 PRIOR_ROW = "baseline: class prior"
 PROBE_ROW = "baseline: linear probe (log-mel stats)"
@@ -56,11 +56,6 @@ def log_mel_stats(reader: ClipReader, duration_s: float, batch_size: int) -> np.
         mel = front_end(waveform_batch(reader, indices, SAMPLE_RATE, duration_s)).double()  # (B, 64, frames)
         out.append(torch.cat([mel.mean(2), mel.std(2, correction=0), mel.amax(2)], dim=1).numpy())
     return np.concatenate(out)
-
-
-def class_prior(targets: np.ndarray) -> np.ndarray:
-    """(C,) frequency of each label over the (N, C) multi-hot training targets."""
-    return (np.asarray(targets) > 0.5).mean(axis=0)
 
 
 def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:

@@ -137,3 +137,8 @@ def precision_recall_curve(targets: np.ndarray, scores: np.ndarray) -> tuple[np.
         np.r_[recall[keep], 0.0],
         s[end][keep],
     )
+
+
+def class_prior(targets: np.ndarray) -> np.ndarray:
+    """(C,) frequency of each label over (N, C) multi-hot targets: the scores of the class-prior baseline."""
+    return (np.asarray(targets) > 0.5).mean(axis=0)

@@ -32,7 +32,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from audiopipe.audio.augment import mixup, random_gain, random_scale, spec_mask, time_roll
 from audiopipe.config import FinetuneEatConfig, to_dict
 from audiopipe.data.datasets import ClipDataset
-from audiopipe.metrics.tagging import tagging_metrics
+from audiopipe.metrics.tagging import class_prior, tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
 from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict
@@ -139,8 +139,7 @@ def build_tagger(cfg: FinetuneEatConfig, pretrained: Path | None, n_classes: int
 
 def prior_baseline(train_targets: np.ndarray, valid_targets: np.ndarray) -> dict[str, float]:
     """Tagging metrics of the class-prior baseline: every clip scored with the training label frequencies."""
-    prior = train_targets.mean(axis=0, keepdims=True)  # (1, C)
-    return tagging_metrics(valid_targets, np.repeat(prior, valid_targets.shape[0], axis=0))
+    return tagging_metrics(valid_targets, np.tile(class_prior(train_targets), (len(valid_targets), 1)))
 
 
 def _all_targets(datasets: list[ClipDataset]) -> np.ndarray:
