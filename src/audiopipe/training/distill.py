@@ -26,7 +26,6 @@ silently zeroed KD term.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from collections.abc import Iterable
@@ -51,7 +50,7 @@ from audiopipe.storage import file_sha256
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loaders import make_loader
 from audiopipe.training.loop import FitSettings
-from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, run_task
+from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, resume_key, run_task
 from audiopipe.training.samplers import WeightedEpochSampler
 from audiopipe.training.schedulers import warmup_linear
 
@@ -262,6 +261,6 @@ def distill_mobilenet(
         on_epoch_start=on_epoch_start,
     )
     teacher_digest = file_sha256(teacher_h5) if teacher is not None and teacher_h5 else None
-    key = json.dumps({"config": config, "train": train.reader.content_hash, "teacher": teacher_digest},
-                     sort_keys=True)  # the teacher by content: a rewritten predictions file restarts the run
+    # the teacher by content: a rewritten predictions file restarts the run
+    key = resume_key(config, train=train.reader.content_hash, teacher=teacher_digest)
     return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)
