@@ -10,6 +10,7 @@ arguments, 1 otherwise); set AUDIOPIPE_DEBUG=1 to see the traceback of an unexpe
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import logging
@@ -56,7 +57,16 @@ class Parser(argparse.ArgumentParser):
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"{self.prog}: {message}{self._suggestion(message)} (see `{self.prog} --help`)\n")
+
+    def _suggestion(self, message: str) -> str:
+        """"; did you mean --checkpoint?" for a mistyped flag of an "unrecognized arguments" error."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        flags = [flag for action in self._actions for flag in action.option_strings if flag.startswith("--")]
+        close = [match for word in message.split(":", 1)[1].split() if word.startswith("--")
+                 for match in difflib.get_close_matches(word.split("=", 1)[0], flags, n=1, cutoff=0.75)]
+        return f"; did you mean {' / '.join(dict.fromkeys(close))}?" if close else ""
 
 
 def _message(err: BaseException) -> str:
@@ -73,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in available():
-        print(f"audiopipe: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(name, list(available()), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"audiopipe: unknown command '{name}'{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"audiopipe.commands.{name}")
     parser = Parser(prog=f"audiopipe {name}", description=COMMANDS[name])

@@ -233,3 +233,15 @@ def test_export_refuses_other_kinds_and_broken_files_in_one_line(ckpts, tmp_path
     bad.write_bytes(b"PK\x03\x04 truncated")
     code, _, err = _cli(["export", "onnx", str(bad), str(tmp_path / "x.onnx")], capsys)
     assert code == 1 and "delete" not in _one_line(err).lower()
+
+
+def test_a_mistyped_flag_or_command_gets_the_likely_one_named(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tag", "clip.wav", "--checkpoit", "model.pt"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--checkpoit" in err and "did you mean --checkpoint?" in err
+    with pytest.raises(SystemExit):
+        main(["tag", "clip.wav", "--zzz"])
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+    assert main(["tga", "clip.wav"]) == 2
+    assert "unknown command 'tga' (did you mean 'tag'?)" in capsys.readouterr().err
