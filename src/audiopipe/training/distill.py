@@ -29,7 +29,7 @@ import itertools
 import logging
 import math
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,79 @@ def whole_split_loader(dataset: Any, batch_size: int, num_workers: int) -> DataL
                       generator=torch.Generator())
 
 
+@dataclass
+class KDStep:
+    """`step_fn`: gain and roll of the waveform, spectrogram mixup, student, `kd_loss_terms` with the teacher
+    probabilities (rows of `teacher` by the batch's clip index; None: labels only) mixed like the input."""
+
+    cfg: DistillMobilenetConfig
+    teacher: torch.Tensor | None
+
+    def __call__(self, net: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        audio, labels = batch["audio"], batch["labels"]
+        if cfg.gain_db > 0:
+            audio = random_gain(audio, max_db=cfg.gain_db)
+        if cfg.roll_samples > 0:
+            audio = time_roll(audio, max_shift=cfg.roll_samples)
+        lam, partner = mixup_params(audio.shape[0], alpha=cfg.mixup_alpha, pairing="permute", per_example=True)
+        logits = net(audio, lam.to(device), partner.to(device))
+        probs = None
+        if self.teacher is not None:
+            rows = self.teacher[batch["index"].cpu()].to(device)
+            probs = mix(teacher_probabilities(rows, cfg.temperature), lam, partner)
+        return kd_loss_terms(logits, probs, mix(labels, lam, partner), cfg.kd_lambda)
+
+
+@dataclass
+class StudentRun:
+    """The runner's callbacks of one student: `validate` (precise-BN re-estimation, then valid mAP / ROC-AUC /
+    d′ / loss), `snapshot` (the final-model payload of the current weights), `finish` (the kept epoch's metrics
+    plus the teacher's valid mAP, and its payload)."""
+
+    cfg: DistillMobilenetConfig
+    tagger: nn.Module
+    builder: str
+    builder_kwargs: dict[str, Any]
+    train: ClipDataset
+    valid: ClipDataset
+    valid_loader: DataLoader
+    recalib_loader: DataLoader
+    teacher_h5: Path | None
+
+    def validate(self, net: nn.Module, epoch: int) -> dict[str, float]:
+        cfg, device = self.cfg, next(net.parameters()).device
+        if cfg.bn_recalib_batches > 0:
+            if hasattr(self.recalib_loader.sampler, "set_epoch"):
+                self.recalib_loader.sampler.set_epoch(epoch)
+            batches = (b["audio"] for b in itertools.islice(self.recalib_loader, cfg.bn_recalib_batches))
+            recalibrate_batchnorm(self.tagger, batches, device)
+        logits, targets = predict_logits(self.tagger, self.valid_loader, device)  # tagger is net.tagger
+        scores = tagging_metrics(targets, logits)
+        loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)).item()
+        return {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"],
+                "valid/d_prime": scores["d_prime"], "valid/loss": loss}
+
+    def snapshot(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        return {
+            "builder": self.builder, "builder_kwargs": self.builder_kwargs, "model": self.tagger.state_dict(),
+            "class_names": list(self.train.class_names), "sample_rate": int(self.train.sample_rate),
+            "config": asdict(self.cfg), "metrics": {**metrics, "epoch": float(epoch)},
+        }
+
+    def finish(self, outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
+        best, epochs = outcome.best, outcome.history.epochs
+        if best is None or best.payload is None:
+            raise RuntimeError("distill_mobilenet: no epoch was validated (epochs must be >= 1)")
+        best_epoch = next((e for e in epochs if e["epoch"] == best.best_epoch), epochs[-1] if epochs else {})
+        metrics = {k: float(v) for k, v in best_epoch.items() if k.startswith("valid/")}
+        metrics["best_epoch"] = float(best.best_epoch)
+        metrics.update(_teacher_valid_map(self.teacher_h5, self.cfg.valid_split, self.valid))
+        log.info("distill_mobilenet: best valid/mAP %.4f at epoch %d", metrics.get("valid/mAP", math.nan),
+                 best.best_epoch)
+        return metrics, best.payload
+
+
 def distill_mobilenet(
     cfg: DistillMobilenetConfig,
     *,
@@ -206,61 +279,15 @@ def distill_mobilenet(
     scheduler = warmup_linear(optimizer, warmup_steps=min(total_steps, round(cfg.warmup_epochs * steps_per_epoch)),
                               total_steps=total_steps, min_ratio=cfg.min_lr_ratio)
 
-    def step_fn(net: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        audio, labels = batch["audio"], batch["labels"]
-        if cfg.gain_db > 0:
-            audio = random_gain(audio, max_db=cfg.gain_db)
-        if cfg.roll_samples > 0:
-            audio = time_roll(audio, max_shift=cfg.roll_samples)
-        lam, partner = mixup_params(audio.shape[0], alpha=cfg.mixup_alpha, pairing="permute", per_example=True)
-        logits = net(audio, lam.to(device), partner.to(device))
-        probs = None
-        if teacher is not None:
-            rows = teacher[batch["index"].cpu()].to(device)
-            probs = mix(teacher_probabilities(rows, cfg.temperature), lam, partner)
-        return kd_loss_terms(logits, probs, mix(labels, lam, partner), cfg.kd_lambda)
-
-    config = asdict(cfg)
-
-    def validate(net: nn.Module, epoch: int) -> dict[str, float]:
-        device = next(net.parameters()).device
-        if cfg.bn_recalib_batches > 0:
-            if hasattr(recalib_loader.sampler, "set_epoch"):
-                recalib_loader.sampler.set_epoch(epoch)
-            batches = (b["audio"] for b in itertools.islice(recalib_loader, cfg.bn_recalib_batches))
-            recalibrate_batchnorm(tagger, batches, device)
-        logits, targets = predict_logits(tagger, valid_loader, device)  # tagger is net.tagger
-        scores = tagging_metrics(targets, logits)
-        loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets)).item()
-        return {"valid/mAP": scores["mAP"], "valid/roc_auc": scores["roc_auc"],
-                "valid/d_prime": scores["d_prime"], "valid/loss": loss}
-
-    def snapshot(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-        return {
-            "builder": builder, "builder_kwargs": kwargs, "model": tagger.state_dict(),
-            "class_names": list(train.class_names), "sample_rate": int(train.sample_rate),
-            "config": config, "metrics": {**metrics, "epoch": float(epoch)},
-        }
-
-    def finish(outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
-        best, epochs = outcome.best, outcome.history.epochs
-        if best is None or best.payload is None:
-            raise RuntimeError("distill_mobilenet: no epoch was validated (epochs must be >= 1)")
-        best_epoch = next((e for e in epochs if e["epoch"] == best.best_epoch), epochs[-1] if epochs else {})
-        metrics = {k: float(v) for k, v in best_epoch.items() if k.startswith("valid/")}
-        metrics["best_epoch"] = float(best.best_epoch)
-        metrics.update(_teacher_valid_map(Path(teacher_h5) if teacher_h5 else None, cfg.valid_split, valid))
-        log.info("distill_mobilenet: best valid/mAP %.4f at epoch %d", metrics.get("valid/mAP", math.nan),
-                 best.best_epoch)
-        return metrics, best.payload
-
+    run = StudentRun(cfg, tagger, builder, kwargs, train, valid, valid_loader, recalib_loader,
+                     Path(teacher_h5) if teacher_h5 else None)
     task = TrainingTask(
-        model, train_loader, step_fn, optimizer, scheduler,
+        model, train_loader, KDStep(cfg, teacher), optimizer, scheduler,
         settings=FitSettings(epochs=cfg.epochs, device=cfg.device, amp=cfg.amp, seed=cfg.seed, desc="distill"),
-        finish=finish, validate=validate, selection=Selection("valid/mAP", "max"), snapshot=snapshot,
+        finish=run.finish, validate=run.validate, selection=Selection("valid/mAP", "max"), snapshot=run.snapshot,
         on_epoch_start=on_epoch_start,
     )
     teacher_digest = file_sha256(teacher_h5) if teacher is not None and teacher_h5 else None
     # the teacher by content: a rewritten predictions file restarts the run
-    key = resume_key(config, train=train.reader.content_hash, teacher=teacher_digest)
+    key = resume_key(asdict(cfg), train=train.reader.content_hash, teacher=teacher_digest)
     return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from audiopipe.config import AtstStage1Config, AtstStage2Config, SedTrainingConf
 from audiopipe.data.hdf5 import ClipReader
 from audiopipe.data.labels import encode_events
 from audiopipe.data.sed_batches import SEDClipDataset, make_mixed_loader
+from audiopipe.metrics.psd_roc_files import plot_roc, write_roc_csv
 from audiopipe.models import build_model
 from audiopipe.models.ema import EMA
 from audiopipe.models.sed import SEDModel, as_sed_model
@@ -218,62 +220,13 @@ def train_atst_sed(
         split: eval_split(clips_dir / f"{split}.h5", duration_s=cfg.clip_duration_s, sample_rate=int(model.sample_rate))
         for split in ("valid", "test")
     }
-
-    def validate(net: nn.Module, epoch: int) -> dict[str, float]:
-        last = epoch + 1 == cfg.epochs
-        if not last and (epoch + 1) % cfg.val_every:
-            return {}
-        models = {"student": net, "teacher": teacher.module}
-        strong, weak = predict_scores(models, splits["valid"], batch_size=cfg.eval_batch_size)
-        results = evaluate_split(models, splits["valid"], windows, clip_duration_s=cfg.clip_duration_s,
-                                 batch_size=cfg.eval_batch_size, operating_points=False, scores=strong)
-        metrics = {f"valid/{name}_{k}": v for name, r in results.items() for k, v in r.metrics.items()}
-        losses = validation_bce(
-            strong["teacher"], weak["teacher"], splits["valid"], frame_rate_hz=float(model.frame_rate_hz)
-        )
-        metrics["valid/teacher_strong_bce"] = losses["strong_bce"]
-        metrics["valid/teacher_weak_bce"] = losses["weak_bce"]
-        metrics["valid/teacher_bce_mean"] = (losses["strong_bce"] + losses["weak_bce"]) / 2
-        metrics["valid/teacher_psds_sum"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
-        metrics["valid/obj_metric"] = metrics[selected]
-        return metrics
-
-    def snapshot(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-        valid = {k: v for k, v in metrics.items() if k != "valid/obj_metric"}
-        return {"student": model.state_dict(), "teacher": teacher.module.state_dict(), "valid": valid}
-
-    def finish(outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
-        best = outcome.best
-        assert best is not None
-        if best.payload is not None:
-            model.load_state_dict(best.payload["student"])
-            teacher.module.load_state_dict(best.payload["teacher"])
-        known = best.payload["valid"] if best.payload is not None else {}
-        metrics = _final_metrics(
-            {"student": model, "teacher": teacher.module}, splits, cfg, windows, checkpoint.parent, known
-        )
-        metrics.update({"train/steps_per_epoch": float(steps_per_epoch), "train/best_epoch": float(best.best_epoch)})
-        return metrics, {
-            "builder": builder,
-            "builder_kwargs": {**model.builder_kwargs, "freeze_encoder": False},
-            "model": model.state_dict(),
-            "mean_teacher": teacher.module.state_dict(),
-            "class_names": class_names,
-            "sample_rate": int(model.sample_rate),
-            "config": {**dataclasses.asdict(cfg), "phase": phase},
-            "metrics": metrics,
-            "postprocessing": {
-                "median_windows": windows,
-                "frame_rate_hz": float(model.frame_rate_hz),
-                "clip_duration_s": cfg.clip_duration_s,
-            },
-        }
-
+    run = PhaseRun(cfg, phase, model, teacher, builder, class_names, splits, windows, checkpoint.parent,
+                   steps_per_epoch)
     task = TrainingTask(
         model, loader, step_fn, optimizer, scheduler,
         settings=FitSettings(epochs=cfg.epochs, device=device, seed=cfg.seed, desc=f"ATST-SED phase {phase}",
                              progress=cfg.progress),
-        finish=finish, validate=validate, snapshot=snapshot,
+        finish=run.finish, validate=run.validate, snapshot=run.snapshot,
         # ties (e.g. PSDS 0 early in a short run) go to the later, longer-trained epoch
         selection=Selection(selected, mode, ties_win=True),
         on_optimizer_step=on_step, state={"mean_teacher": teacher, "step": step_fn},
@@ -287,30 +240,89 @@ def train_atst_sed(
     return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)
 
 
-def _final_metrics(
-    models: Mapping[str, nn.Module],
-    splits: Mapping[str, SEDClipDataset],
-    cfg: SedTrainingConfig,
-    windows: list[int],
-    out_dir: Path,
-    known: Mapping[str, float],
-) -> dict[str, float]:
-    """valid and test metrics of both models (valid ones taken from `known` when it already holds them for
-    the restored epoch); the test PSD-ROC curves go to `out_dir/psd_roc.{csv,png}`."""
-    from audiopipe.metrics.sed import plot_roc, write_roc_csv
+@dataclass
+class PhaseRun:
+    """What the runner's callbacks of one ATST-SED phase share: the student, its mean teacher, the evaluation
+    splits and the post-processing. `validate` scores the valid split (on `val_every` epochs and the last),
+    `snapshot` keeps both models' weights of a selected epoch, `finish` restores them, scores valid + test and
+    returns the checkpoint payload; the test PSD-ROC curves go to `out_dir/psd_roc.{csv,png}`."""
 
-    metrics: dict[str, float] = dict(known)
-    rocs = {}
-    for split in ("valid", "test"):
-        if split == "valid" and known:
-            continue
-        ops = cfg.operating_point_psds and split == "test"
-        results = evaluate_split(models, splits[split], windows, clip_duration_s=cfg.clip_duration_s,
-                                 batch_size=cfg.eval_batch_size, operating_points=ops)
-        for name, result in results.items():
-            metrics.update({f"{split}/{name}_{k}": v for k, v in result.metrics.items()})
-            if split == "test":
-                rocs.update({f"{name}_{k}": roc for k, roc in result.rocs.items()})
-    write_roc_csv(out_dir / "psd_roc.csv", rocs)
-    plot_roc(out_dir / "psd_roc.png", rocs, title="test PSD-ROC")
-    return metrics
+    cfg: AtstStage1Config | AtstStage2Config
+    phase: int
+    model: SEDModel
+    teacher: EMA
+    builder: str
+    class_names: list[str]
+    splits: dict[str, SEDClipDataset]
+    windows: list[int]
+    out_dir: Path
+    steps_per_epoch: int
+
+    def validate(self, net: nn.Module, epoch: int) -> dict[str, float]:
+        cfg = self.cfg
+        if epoch + 1 != cfg.epochs and (epoch + 1) % cfg.val_every:
+            return {}
+        models = {"student": net, "teacher": self.teacher.module}
+        valid = self.splits["valid"]
+        strong, weak = predict_scores(models, valid, batch_size=cfg.eval_batch_size)
+        results = evaluate_split(models, valid, self.windows, clip_duration_s=cfg.clip_duration_s,
+                                 batch_size=cfg.eval_batch_size, operating_points=False, scores=strong)
+        metrics = {f"valid/{name}_{k}": v for name, r in results.items() for k, v in r.metrics.items()}
+        rate = float(self.model.frame_rate_hz)
+        losses = validation_bce(strong["teacher"], weak["teacher"], valid, frame_rate_hz=rate)
+        metrics["valid/teacher_strong_bce"] = losses["strong_bce"]
+        metrics["valid/teacher_weak_bce"] = losses["weak_bce"]
+        metrics["valid/teacher_bce_mean"] = (losses["strong_bce"] + losses["weak_bce"]) / 2
+        metrics["valid/teacher_psds_sum"] = metrics["valid/teacher_psds1"] + metrics["valid/teacher_psds2"]
+        metrics["valid/obj_metric"] = metrics[selection_criterion(self.phase)[0]]
+        return metrics
+
+    def snapshot(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        valid = {k: v for k, v in metrics.items() if k != "valid/obj_metric"}
+        return {"student": self.model.state_dict(), "teacher": self.teacher.module.state_dict(), "valid": valid}
+
+    def finish(self, outcome: Outcome) -> tuple[dict[str, float], dict[str, Any]]:
+        best, model, cfg = outcome.best, self.model, self.cfg
+        assert best is not None
+        if best.payload is not None:
+            model.load_state_dict(best.payload["student"])
+            self.teacher.module.load_state_dict(best.payload["teacher"])
+        known = best.payload["valid"] if best.payload is not None else {}
+        metrics = self._final_metrics(known)
+        metrics.update({"train/steps_per_epoch": float(self.steps_per_epoch),
+                        "train/best_epoch": float(best.best_epoch)})
+        return metrics, {
+            "builder": self.builder,
+            "builder_kwargs": {**model.builder_kwargs, "freeze_encoder": False},
+            "model": model.state_dict(),
+            "mean_teacher": self.teacher.module.state_dict(),
+            "class_names": self.class_names,
+            "sample_rate": int(model.sample_rate),
+            "config": {**dataclasses.asdict(cfg), "phase": self.phase},
+            "metrics": metrics,
+            "postprocessing": {
+                "median_windows": self.windows,
+                "frame_rate_hz": float(model.frame_rate_hz),
+                "clip_duration_s": cfg.clip_duration_s,
+            },
+        }
+
+    def _final_metrics(self, known: Mapping[str, float]) -> dict[str, float]:
+        """valid and test metrics of both models (valid ones taken from `known` when it already holds them for the
+        restored epoch)."""
+        models = {"student": self.model, "teacher": self.teacher.module}
+        metrics: dict[str, float] = dict(known)
+        rocs = {}
+        for split in ("valid", "test"):
+            if split == "valid" and known:
+                continue
+            ops = self.cfg.operating_point_psds and split == "test"
+            results = evaluate_split(models, self.splits[split], self.windows, clip_duration_s=self.cfg.clip_duration_s,
+                                     batch_size=self.cfg.eval_batch_size, operating_points=ops)
+            for name, result in results.items():
+                metrics.update({f"{split}/{name}_{k}": v for k, v in result.metrics.items()})
+                if split == "test":
+                    rocs.update({f"{name}_{k}": roc for k, roc in result.rocs.items()})
+        write_roc_csv(self.out_dir / "psd_roc.csv", rocs)
+        plot_roc(self.out_dir / "psd_roc.png", rocs, title="test PSD-ROC")
+        return metrics
