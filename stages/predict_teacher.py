@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 
 from audiopipe.config import PredictTeacherConfig, TrackingConfig, load_params
-from audiopipe.stage_lock import hold_output_lock
 from audiopipe.storage import write_json_atomic
 from audiopipe.tracking import stage_run
 from audiopipe.training.predict import predict_teacher
+from audiopipe.training.stage import json_metrics, open_stage
 
 log = logging.getLogger(__name__)
 CONFIG = PredictTeacherConfig  # the dataclass of this stage's params section (audiopipe.stage_registry)
@@ -34,15 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    hold_output_lock(args.out)  # one writer per output folder, even when an orphaned run is still alive
-    cfg = load_params("predict_teacher", CONFIG, args.params)
+    cfg = open_stage("predict_teacher", CONFIG, args.out, args.params)
     tracking = load_params("tracking", TrackingConfig, args.params)
-    args.out.mkdir(parents=True, exist_ok=True)
     with stage_run("predict_teacher", params=cfg, enabled=tracking.enabled, experiment=tracking.experiment) as run:
         result = predict_teacher(cfg, clips_dir=args.clips, checkpoints=list(args.checkpoints),
                                  out=args.out / "predictions.h5", tracker=run)
-    metrics = {k: v if math.isfinite(v) else None for k, v in result.metrics.items()}  # NaN is not JSON
-    write_json_atomic(args.out / "metrics.json", metrics)
+    write_json_atomic(args.out / "metrics.json", json_metrics(result.metrics))
     log.info("predict_teacher: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
 
 

@@ -46,11 +46,18 @@ from audiopipe.data.predictions import PredictionsError, read_attrs, read_predic
 from audiopipe.losses.distillation import kd_loss_terms, teacher_probabilities
 from audiopipe.metrics.tagging import tagging_metrics
 from audiopipe.models import build_model
-from audiopipe.storage import file_sha256
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loaders import make_loader
 from audiopipe.training.loop import FitSettings
-from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, resume_key, run_task
+from audiopipe.training.runner import (
+    Outcome,
+    Selection,
+    TaskResult,
+    TrainingTask,
+    input_digest,
+    resume_key,
+    run_task,
+)
 from audiopipe.training.samplers import WeightedEpochSampler
 from audiopipe.training.schedulers import warmup_linear
 
@@ -287,7 +294,7 @@ def distill_mobilenet(
         finish=run.finish, validate=run.validate, selection=Selection("valid/mAP", "max"), snapshot=run.snapshot,
         on_epoch_start=on_epoch_start,
     )
-    teacher_digest = file_sha256(teacher_h5) if teacher is not None and teacher_h5 else None
+    teacher_digest = input_digest(teacher_h5) if teacher is not None else None
     # the teacher by content: a rewritten predictions file restarts the run
     key = resume_key(asdict(cfg), train=train.reader.content_hash, teacher=teacher_digest)
     return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)

@@ -35,12 +35,20 @@ from audiopipe.data.datasets import ClipDataset
 from audiopipe.metrics.tagging import class_prior, tagging_metrics
 from audiopipe.models import build_model
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
-from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict
+from audiopipe.storage import load_checkpoint, load_state_dict_strict
 from audiopipe.training.inference import predict_logits
 from audiopipe.training.loaders import make_loader
 from audiopipe.training.loop import FitSettings
 from audiopipe.training.pretrain import open_splits
-from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, resume_key, run_task
+from audiopipe.training.runner import (
+    Outcome,
+    Selection,
+    TaskResult,
+    TrainingTask,
+    input_digest,
+    resume_key,
+    run_task,
+)
 from audiopipe.training.schedulers import fairseq_cosine
 
 log = logging.getLogger(__name__)
@@ -224,12 +232,8 @@ def finetune_eat(
         finish=finish, validate=validate, selection=Selection("valid/mAP", "max"), snapshot=snapshot,
     )
     key = resume_key(to_dict(cfg), packs=[d.reader.content_hash for d in [*train_sets, valid_set]],
-                     init=_digest(pretrained), official=_digest(cfg.official_checkpoint))
+                     init=input_digest(pretrained), official=input_digest(cfg.official_checkpoint))
     return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)
-
-
-def _digest(path: str | Path | None) -> str | None:
-    return file_sha256(path) if path and Path(path).is_file() else None
 
 
 def _payload(tagger: EATTagger, builder_kwargs: dict[str, Any], class_names: list[str], sample_rate: int,

@@ -37,11 +37,19 @@ from audiopipe.models import build_model
 from audiopipe.models.ema import EMA
 from audiopipe.models.sed import SEDModel, as_sed_model
 from audiopipe.models.sed.encoders import AugmentableFrameEncoder
-from audiopipe.storage import file_sha256, load_checkpoint, load_state_dict_strict
+from audiopipe.storage import load_checkpoint, load_state_dict_strict
 from audiopipe.training import distributed
 from audiopipe.training.distributed import resolve_device
 from audiopipe.training.loop import FitSettings
-from audiopipe.training.runner import Outcome, Selection, TaskResult, TrainingTask, resume_key, run_task
+from audiopipe.training.runner import (
+    Outcome,
+    Selection,
+    TaskResult,
+    TrainingTask,
+    input_digest,
+    resume_key,
+    run_task,
+)
 from audiopipe.training.sed.optim import LearningRates, lr_factor, param_groups
 from audiopipe.training.sed.step import SEDStep, StepSettings
 from audiopipe.training.sed.validation import (
@@ -55,10 +63,6 @@ from audiopipe.training.sed.validation import (
 log = logging.getLogger(__name__)
 
 CONSISTENCY_TYPES = ("mean_teacher", "ict")
-
-
-def _digest(path: Path | None) -> str | None:
-    return file_sha256(path) if path is not None and Path(path).is_file() else None
 
 
 def selection_criterion(phase: int) -> tuple[str, Literal["min", "max"]]:
@@ -234,8 +238,8 @@ def train_atst_sed(
     key = resume_key(
         {**dataclasses.asdict(cfg), "phase": phase},
         packs={split: ClipReader(clips_dir / f"{split}.h5").content_hash for split in (*cfg.train_splits, "valid")},
-        encoder=_digest(encoder_checkpoint),
-        init=_digest(init_checkpoint),
+        encoder=input_digest(encoder_checkpoint),
+        init=input_digest(init_checkpoint),
     )
     return run_task(task, checkpoint=checkpoint, key=key, tracker=tracker, on_epoch_end=on_epoch_end)
 

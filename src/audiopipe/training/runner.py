@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from audiopipe.storage import save_checkpoint
+from audiopipe.storage import file_sha256, save_checkpoint
 from audiopipe.training import distributed
 from audiopipe.training.loop import FitSettings, History, Hooks, Resume, StepFn, fit
 
@@ -108,6 +108,11 @@ def resume_key(config: dict[str, Any], **inputs: Any) -> str:
     checkpoint at the same path restarts the run instead of mixing the two.
     """
     return json.dumps({"config": config, "inputs": inputs}, sort_keys=True, default=str)
+
+
+def input_digest(path: str | Path | None) -> str | None:
+    """sha256 of an input file for `resume_key` (None when there is no such file)."""
+    return file_sha256(path) if path and Path(path).is_file() else None
 
 
 @dataclass(frozen=True)
