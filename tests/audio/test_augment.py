@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from audiopipe.audio.augment import (
     mixup_params,
     random_gain,
     random_scale,
+    roll_scale_log_spectrogram,
     spec_mask,
     time_roll,
 )
@@ -168,3 +171,55 @@ def test_freq_warp_rejects_bad_axes_and_scale() -> None:
         freq_warp(torch.zeros(1, 4, 4), freq_axis=1, time_axis=1)
     with pytest.raises(ValueError, match="min_scale"):
         freq_warp(torch.zeros(1, 4, 4), freq_axis=1, time_axis=2, min_scale=0.0)
+
+
+# --- roll_scale_log_spectrogram: EAT's roll_mag in the log-fbank domain (finetune_eat cache_features) ---------
+
+
+def test_waveform_gain_is_a_constant_log_fbank_shift() -> None:
+    """The identity the cached path rests on: fbank(g x) = fbank(x) + 2 ln g (Kaldi log power, no eps hit)."""
+    from audiopipe.models.eat.frontend import EATFrontEnd
+
+    frontend = EATFrontEnd(16000, None)
+    audio = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    gain = torch.tensor([[0.6], [1.4]])
+    clean = frontend.fbank(audio)
+    shift = frontend.fbank(gain * audio) - clean
+    expected = 2 * torch.log(gain).view(2, 1, 1).expand_as(shift)
+    above_floor = clean > math.log(torch.finfo(torch.float32).eps) + 5  # empty low mel bands sit at the eps floor
+    assert above_floor.float().mean() > 0.9
+    torch.testing.assert_close(shift[above_floor], expected[above_floor], atol=1e-4, rtol=0)
+
+
+def test_a_whole_frame_waveform_roll_is_a_fbank_roll_away_from_the_edge() -> None:
+    from audiopipe.models.eat.frontend import EATFrontEnd
+
+    frontend = EATFrontEnd(16000, None)
+    audio = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(1))
+    frames = 7
+    rolled = frontend.fbank(torch.roll(audio, frames * 160, dims=-1))
+    expected = torch.roll(frontend.fbank(audio), frames, dims=1)
+    torch.testing.assert_close(rolled[:, frames + 3 : -3], expected[:, frames + 3 : -3], atol=1e-3, rtol=1e-3)
+
+
+def test_roll_scale_log_spectrogram_rolls_the_clip_and_shifts_it_by_one_constant() -> None:
+    spec = torch.randn(3, 1, 20, 8)
+    out = roll_scale_log_spectrogram(spec, valid_frames=15, per_log_unit=0.5, time_axis=2,
+                                     generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :, 15:], spec[:, :, 15:])  # padding frames untouched
+    for clip, original in zip(out[:, 0, :15], spec[:, 0, :15]):
+        shifts = [(clip - torch.roll(original, k, dims=0)) for k in range(15)]
+        constant = [s for s in shifts if torch.allclose(s, s.flatten()[0].expand_as(s), atol=1e-5)]
+        assert len(constant) == 1  # one circular roll of the clip frames, one additive constant
+        offset = constant[0].flatten()[0].item()
+        assert 0.5 * 2 * math.log(0.5) <= offset <= 0.5 * 2 * math.log(1.5)  # Beta(10, 10) + 0.5 magnitude
+
+
+def test_roll_scale_log_spectrogram_gain_only_keeps_the_frame_order() -> None:
+    spec = torch.randn(4, 30, 8)
+    out = roll_scale_log_spectrogram(spec, valid_frames=30, per_log_unit=1.0, time_axis=1, roll_mag=False,
+                                     max_gain_db=6.0, generator=torch.Generator().manual_seed(0))
+    delta = out - spec
+    assert torch.allclose(delta, delta[:, :1, :1].expand_as(delta), atol=1e-5)
+    db = 20 * delta[:, 0, 0] / 2 / math.log(10)  # 2 ln g = shift -> g in dB
+    assert db.abs().max() <= 6.0 + 1e-4 and db.abs().max() > 0.1

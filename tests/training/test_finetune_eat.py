@@ -153,3 +153,33 @@ def test_official_init_with_an_unknown_encoder_size_names_width_depth_and_preset
     with pytest.raises(CheckpointError, match=message):
         build_tagger(finetune_cfg(init="official", official_checkpoint=str(path)), None, n_classes=3,
                      sample_rate=16000)
+
+
+def test_cached_fbank_path_gives_the_uncached_logits_and_computes_each_clip_once() -> None:
+    from audiopipe.training.finetune_eat import FbankCache
+
+    torch.manual_seed(0)
+    tagger, _ = build_tagger(finetune_cfg(drop_path=0.0), None, 3, 16000)
+    plain = dict(mixup_alpha=0.0, mixup_prob=0.0, mask_ratio=0.0, roll_mag=False, gain_db=0.0)
+    cache = FbankCache(capacity=2)
+    cached, uncached = AugmentedTagger(tagger, **plain, cache=cache), AugmentedTagger(tagger, **plain)
+    audio, labels = 0.1 * torch.randn(2, 16000), torch.eye(3)[:2]
+    keys = [("train", "a"), ("weak", "a")]  # the same clip id in two splits: two entries
+    expected, _ = uncached.train()(audio, labels)
+    got, _ = cached.train()(audio, labels, keys)
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)  # the cache holds float16 fbanks
+    assert len(cache) == 2
+    again, _ = cached(torch.zeros_like(audio), labels, keys)  # cached clips are not recomputed from the audio
+    torch.testing.assert_close(again, got)
+    with pytest.raises(RuntimeError, match="more than 2 distinct clips"):
+        cached(audio[:1], labels[:1], [("train", "b")])
+    rolled, _ = AugmentedTagger(tagger, **{**plain, "roll_mag": True}, cache=cache).train()(audio, labels, keys)
+    assert not torch.allclose(rolled, got)  # roll_mag acts on the cached fbank
+
+
+def test_mean_pooling_is_a_builder_kwarg(pack: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "tagger.pt"
+    finetune_eat(finetune_cfg(epochs=1, pooling="mean", cache_features=True), clips_dir=pack, pretrained=None,
+                 checkpoint=ckpt)
+    model, _ = load_model(ckpt)
+    assert isinstance(model, EATTagger) and model.pooling == "mean"

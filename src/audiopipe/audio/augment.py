@@ -39,6 +39,7 @@ __all__ = [
     "mixup_params",
     "random_gain",
     "random_scale",
+    "roll_scale_log_spectrogram",
     "spec_mask",
     "time_roll",
 ]
@@ -282,3 +283,41 @@ def time_roll(
     index = index.view(view).expand(x.shape).to(x.device)
     return torch.gather(x, axis, index)
 
+
+
+def roll_scale_log_spectrogram(
+    spec: torch.Tensor,
+    *,
+    valid_frames: int,
+    per_log_unit: float,
+    time_axis: int = -2,
+    roll_mag: bool = True,
+    max_gain_db: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """EAT's `roll_mag` and/or a random gain applied to a (normalised) log-power spectrogram.
+
+    The spectrogram-domain twin of `random_gain(random_scale(time_roll(waveform)))` for a front end that computes
+    `(log power - mean) * per_log_unit` (EAT: `per_log_unit = 1 / (2 std)`): each example's first `valid_frames`
+    frames (the clip; frames after them are padding) are rolled circularly by an offset uniform in
+    [0, valid_frames), and a waveform gain g adds `2 ln g * per_log_unit` to those frames (power scales by g^2).
+    `roll_mag=False` applies the gain only. The random numbers are drawn in the waveform functions' order (roll
+    offset, Beta(10, 10) + 0.5 magnitude, gain in dB); the roll moves whole frames instead of samples, and the log
+    floor of digital silence is shifted too, so only the wrapped frame edge and silent bands differ from
+    augmenting the waveform.
+    """
+    axis = time_axis % spec.dim()
+    if axis == 0:
+        raise ValueError("cannot roll along the batch axis")
+    valid = min(valid_frames, spec.shape[axis])
+    batch = spec.shape[0]
+    clip, padding = spec.narrow(axis, 0, valid), spec.narrow(axis, valid, spec.shape[axis] - valid)
+    log_gain = torch.zeros(batch)
+    if roll_mag:
+        clip = time_roll(clip, axis=axis, generator=generator)
+        log_gain = torch.log(_beta(batch, 10.0, 10.0, generator) + 0.5)
+    if max_gain_db > 0:
+        log_gain = log_gain + _uniform(batch, -max_gain_db, max_gain_db, generator) * (np.log(10.0) / 20.0)
+    shift = (2.0 * per_log_unit * log_gain).to(device=spec.device, dtype=spec.dtype)
+    clip = clip + shift.view(-1, *([1] * (spec.dim() - 1)))
+    return torch.cat([clip, padding], dim=axis)

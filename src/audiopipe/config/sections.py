@@ -114,6 +114,8 @@ class FinetuneEatConfig:
     device: Device
     amp: Amp
     num_workers: int
+    pooling: Literal["cls", "mean"] = "cls"  # head input: CLS token (official) or the mean of the patch tokens
+    cache_features: bool = False  # fbank of each training clip computed once; roll/gain act on it (not in EAT)
 
 
 @dataclasses.dataclass(frozen=True)

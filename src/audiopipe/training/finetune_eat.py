@@ -27,9 +27,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from audiopipe.audio.augment import mixup, random_gain, random_scale, spec_mask, time_roll
+from audiopipe.audio.augment import (
+    mixup,
+    random_gain,
+    random_scale,
+    roll_scale_log_spectrogram,
+    spec_mask,
+    time_roll,
+)
 from audiopipe.config import FinetuneEatConfig, to_dict
 from audiopipe.data.datasets import ClipDataset
 from audiopipe.metrics.tagging import class_prior, tagging_metrics
@@ -56,29 +63,81 @@ log = logging.getLogger(__name__)
 INITS = ("pretrained", "official", "random")
 
 
+Key = tuple[str, str]  # (split, clip id)
+
+
+class FbankCache:
+    """Log-mel fbank of each training clip, computed once (params: `finetune_eat.cache_features`).
+
+    The front end has no parameters and the clips do not change between epochs; only `roll_mag`, the gain, mixup
+    and the masks do, and those are applied to the cached fbank in the log domain (`roll_scale_log_spectrogram`).
+    Entries are the un-normalised, un-padded fbank `(T_f, 128)` in float16 (10-s clip: 998 x 128 x 2 B = 255 kB;
+    the demo's 2150 clips ~550 MB), keyed by (split, clip id), in one block of `capacity` rows allocated on first
+    use (one block instead of a tensor per clip: thousands of 255-kB tensors fragment the heap to several times
+    their size). Off for the published recipe (AudioSet-2M: ~500 GB).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rows: dict[Key, int] = {}
+        self.block: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def lookup(self, frontend: nn.Module, audio: torch.Tensor, keys: list[Key]) -> torch.Tensor:
+        """Clean clips `(B, T)` and their keys -> their log fbanks `(B, T_f, 128)` (float32)."""
+        missing = [i for i, key in enumerate(keys) if key not in self.rows]
+        if missing:
+            with torch.autocast(audio.device.type, enabled=False):
+                fresh = frontend.fbank(audio[missing].float())  # type: ignore[operator]
+            if self.block is None:
+                self.block = torch.empty((self.capacity, *fresh.shape[1:]), dtype=torch.float16, device=fresh.device)
+            if len(self.rows) + len(missing) > self.capacity:
+                raise RuntimeError(f"fbank cache: more than {self.capacity} distinct clips (keys {keys[:2]} ...)")
+            for i, fbank in zip(missing, fresh):
+                self.rows[keys[i]] = row = len(self.rows)
+                self.block[row] = fbank.to(torch.float16)
+        assert self.block is not None
+        index = torch.tensor([self.rows[key] for key in keys], device=self.block.device)
+        return self.block.index_select(0, index).float()
+
+
 class AugmentedTagger(nn.Module):
-    """Training wrapper: `(audio (B, T), labels (B, C)) -> (logits (B, C), mixed labels (B, C))`.
+    """Training wrapper: `(audio (B, T), labels (B, C)[, keys]) -> (logits (B, C), mixed labels (B, C))`.
 
     Augments only in training mode; in eval mode it is the plain tagger. Wrapping (instead of augmenting
-    in the step function) keeps the whole forward inside one module, which DDP needs.
+    in the step function) keeps the whole forward inside one module, which DDP needs. With `cache` and the
+    clips' `keys`, the fbank comes from the cache and `roll_mag` / the gain act on it in the log domain.
     """
 
     def __init__(self, tagger: EATTagger, *, mixup_alpha: float, mixup_prob: float, mask_ratio: float,
-                 roll_mag: bool, gain_db: float) -> None:
+                 roll_mag: bool, gain_db: float, cache: FbankCache | None = None) -> None:
         super().__init__()
         self.tagger = tagger
         self.mixup_alpha, self.mixup_prob, self.mask_ratio = mixup_alpha, mixup_prob, mask_ratio
         self.roll_mag, self.gain_db = roll_mag, gain_db
+        self.cache = cache
 
-    def forward(self, audio: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, audio: torch.Tensor, labels: torch.Tensor,
+                keys: list[Key] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
             return self.tagger(audio), labels
-        if self.roll_mag:
-            audio = random_scale(time_roll(audio))
-        if self.gain_db > 0:
-            audio = random_gain(audio, max_db=self.gain_db)
-        with torch.autocast(audio.device.type, enabled=False):
-            spec = self.tagger.frontend(audio.float())  # (B, 1, T_f, 128)
+        frontend = self.tagger.frontend
+        if self.cache is not None and keys is not None:
+            fbank = self.cache.lookup(frontend, audio, keys)  # (B, T_f, 128) log power
+            if self.roll_mag or self.gain_db > 0:
+                fbank = roll_scale_log_spectrogram(fbank, valid_frames=fbank.shape[1], per_log_unit=1.0, time_axis=1,
+                                                   roll_mag=self.roll_mag, max_gain_db=self.gain_db)
+            spec = frontend.normalize_fbank(fbank)
+        else:
+            if self.roll_mag:
+                audio = random_scale(time_roll(audio))
+            if self.gain_db > 0:
+                audio = random_gain(audio, max_db=self.gain_db)
+            with torch.autocast(audio.device.type, enabled=False):
+                spec = frontend(audio.float())  # (B, 1, T_f, 128)
         spec, labels = mixup(spec, labels, alpha=self.mixup_alpha, prob=self.mixup_prob)
         if self.mask_ratio > 0:
             spec = spec_mask(spec, freq_width=spec.shape[-1] * self.mask_ratio,
@@ -98,7 +157,7 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor, normaliser: str) -> to
 
 def _tagger_kwargs(cfg: FinetuneEatConfig, preset: str, n_classes: int, sample_rate: int) -> dict[str, Any]:
     return {"size": preset, "n_classes": n_classes, "sample_rate": sample_rate,
-            "target_frames": cfg.target_frames, "drop_path_rate": cfg.drop_path}
+            "target_frames": cfg.target_frames, "drop_path_rate": cfg.drop_path, "pooling": cfg.pooling}
 
 
 def _build_tagger(kwargs: dict[str, Any]) -> EATTagger:
@@ -150,6 +209,19 @@ def prior_baseline(train_targets: np.ndarray, valid_targets: np.ndarray) -> dict
     return tagging_metrics(valid_targets, np.tile(class_prior(train_targets), (len(valid_targets), 1)))
 
 
+class _SplitItems(Dataset):
+    """A split's `ClipDataset` whose items also name the split (`split`: the pack's file stem), for cache keys."""
+
+    def __init__(self, dataset: ClipDataset) -> None:
+        self.dataset, self.split = dataset, Path(dataset.reader.path).stem
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.dataset[index], "split": self.split}
+
+
 def _all_targets(datasets: list[ClipDataset]) -> np.ndarray:
     return np.concatenate([ds.reader.all_targets for ds in datasets])
 
@@ -171,7 +243,7 @@ def finetune_eat(
     class_names, sample_rate = train_sets[0].class_names, train_sets[0].sample_rate
     if valid_set.class_names != class_names or valid_set.sample_rate != sample_rate:
         raise ValueError(f"{valid_set.reader.path}: class list or sample rate differs from the training splits")
-    train: ConcatDataset[dict[str, Any]] = ConcatDataset(train_sets)
+    train: ConcatDataset[dict[str, Any]] = ConcatDataset([_SplitItems(ds) for ds in train_sets])
     drop_last = len(train) >= cfg.batch_size
     loader = make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
                          drop_last=drop_last)
@@ -179,7 +251,8 @@ def finetune_eat(
 
     tagger, builder_kwargs = build_tagger(cfg, Path(pretrained) if pretrained else None, len(class_names), sample_rate)
     model = AugmentedTagger(tagger, mixup_alpha=cfg.mixup_alpha, mixup_prob=cfg.mixup_prob, mask_ratio=cfg.mask_ratio,
-                            roll_mag=cfg.roll_mag, gain_db=cfg.gain_db)
+                            roll_mag=cfg.roll_mag, gain_db=cfg.gain_db,
+                            cache=FbankCache(len(train)) if cfg.cache_features else None)
     groups = param_groups_layer_decay(model, lr=cfg.lr, layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, weight_decay=cfg.weight_decay)
     steps = len(loader)  # optimizer steps per epoch: this rank's share under DDP
@@ -191,7 +264,7 @@ def finetune_eat(
              cfg.init, len(train), len(valid_set), total, prior["mAP"])
 
     def step_fn(m: nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        logits, targets = m(batch["audio"], batch["labels"])
+        logits, targets = m(batch["audio"], batch["labels"], list(zip(batch["split"], batch["clip_id"])))
         return {"loss": bce_loss(logits, targets, cfg.bce_normaliser)}
 
     def validate(m: nn.Module, epoch: int) -> dict[str, float]:
