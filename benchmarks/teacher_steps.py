@@ -82,9 +82,10 @@ def main() -> None:
     )
     torch.manual_seed(cfg.seed)
     train_names = [split for split in cfg.train_splits if (args.clips / f"{split}.h5").is_file()]
-    n_classes = len(ClipReader(args.clips / f"{train_names[0]}.h5").class_names)
+    train_readers = [ClipReader(args.clips / f"{split}.h5") for split in train_names]
     pretrained = None if args.init == "random" else Path(args.init)
-    tagger, _ = build_tagger(cfg, pretrained, n_classes, ClipReader(args.clips / f"{train_names[0]}.h5").sample_rate)
+    first = train_readers[0]
+    tagger, _ = build_tagger(cfg, pretrained, len(first.class_names), first.sample_rate)
     tagger.pooling = args.pooling
 
     started = time.perf_counter()
@@ -93,7 +94,7 @@ def main() -> None:
     train_y = torch.cat([p[1] for p in parts])[: args.train_clips]
     held_out = {split: cached_fbanks(tagger, args.clips, split, 10**9, cfg.clip_seconds) for split in ("valid", "test")}
     probe = tagging_baselines(
-        [ClipReader(args.clips / f"{s}.h5") for s in train_names],
+        train_readers,
         ClipReader(args.clips / "test.h5"),
         cfg.clip_seconds,
         16,

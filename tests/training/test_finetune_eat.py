@@ -15,7 +15,14 @@ from audiopipe.data.synthetic import make_synthetic_pack
 from audiopipe.models import load_model
 from audiopipe.models.eat.tagger import EATTagger
 from audiopipe.storage import load_checkpoint
-from audiopipe.training.finetune_eat import AugmentedTagger, bce_loss, build_tagger, finetune_eat, prior_baseline
+from audiopipe.training.finetune_eat import (
+    AugmentedTagger,
+    FbankCache,
+    bce_loss,
+    build_tagger,
+    finetune_eat,
+    prior_baseline,
+)
 from audiopipe.training.pretrain import pretrain_eat
 
 PRETRAIN: dict[str, Any] = dict(
@@ -156,8 +163,6 @@ def test_official_init_with_an_unknown_encoder_size_names_width_depth_and_preset
 
 
 def test_cached_fbank_path_gives_the_uncached_logits_and_computes_each_clip_once() -> None:
-    from audiopipe.training.finetune_eat import FbankCache
-
     torch.manual_seed(0)
     tagger, _ = build_tagger(finetune_cfg(drop_path=0.0), None, 3, 16000)
     plain = dict(mixup_alpha=0.0, mixup_prob=0.0, mask_ratio=0.0, roll_mag=False, gain_db=0.0)
