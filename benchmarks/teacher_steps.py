@@ -6,13 +6,14 @@ BCE normalised as the section says) without the waveform/fbank augmentation, and
 `--eval-every` steps beside the linear probe on log-mel statistics that `evaluate` shows. It answers "is the teacher
 short of steps or of capacity?" in minutes, where a `dvc exp run` per step budget would take one stage run each.
 
-    python benchmarks/teacher_steps.py --clips data/pack_hdf5 --steps 1200 --eval-every 300
+    python benchmarks/teacher_steps.py --clips data/pack_hdf5 --steps 1200 --eval-every 300 --lr 5e-4
     python benchmarks/teacher_steps.py --init data/pretrain_eat/eat.pt --lr 2e-3 --pooling mean
 
 Measured on 2 CPU cores (2026-12-07, demo preset, random init, the default 1350 clips, batch 16), test mAP / ROC-AUC
 at 300 / 600 / 900 / 1200 steps: CLS head, lr 5e-4: 0.38 / 0.63, 0.44 / 0.70, 0.41 / 0.69, 0.43 / 0.70 (303 s);
 `--pooling mean --lr 2e-3`: 0.40 / 0.65, 0.52 / 0.76, 0.57 / 0.78, 0.56 / 0.77 (281 s). The loss stays at the
-class-prior level for ~300 steps; the make-run teacher has 268. Linear probe 0.39 / 0.64.
+class-prior level for ~300 steps; the make-run teacher had 268 until commit e0c17d4 (now 938: 7 epochs, mean pooling,
+lr 2e-3, random init; its `make run` test 0.572 / 0.773). Linear probe 0.39 / 0.64.
 Goal: a teacher preset is worth a `make run` only when it passes the no-KD student (test mAP 0.54, ROC-AUC 0.77).
 """
 
