@@ -41,6 +41,7 @@ from audiopipe.config import FinetuneEatConfig, to_dict
 from audiopipe.data.datasets import ClipDataset
 from audiopipe.metrics.tagging import class_prior, tagging_metrics
 from audiopipe.models import build_model
+from audiopipe.models.eat.frontend import EATFrontEnd
 from audiopipe.models.eat.tagger import EATTagger, param_groups_layer_decay
 from audiopipe.storage import load_checkpoint, load_state_dict_strict
 from audiopipe.training.inference import predict_logits
@@ -86,12 +87,12 @@ class FbankCache:
         return len(self.rows)
 
     @torch.no_grad()
-    def lookup(self, frontend: nn.Module, audio: torch.Tensor, keys: list[Key]) -> torch.Tensor:
+    def lookup(self, frontend: EATFrontEnd, audio: torch.Tensor, keys: list[Key]) -> torch.Tensor:
         """Clean clips `(B, T)` and their keys -> their log fbanks `(B, T_f, 128)` (float32)."""
         missing = [i for i, key in enumerate(keys) if key not in self.rows]
         if missing:
             with torch.autocast(audio.device.type, enabled=False):
-                fresh = frontend.fbank(audio[missing].float())  # type: ignore[operator]
+                fresh = frontend.fbank(audio[missing].float())
             if self.block is None:
                 self.block = torch.empty((self.capacity, *fresh.shape[1:]), dtype=torch.float16, device=fresh.device)
             if len(self.rows) + len(missing) > self.capacity:
