@@ -2,7 +2,7 @@
 
 Reads the params section `atst_stage1` or `atst_stage2` (by --phase), the packed clips under --clips
 (train/weak/unlabelled for training, valid for model selection, test for the final numbers), the frame-encoder
-weights --encoder (phase 1; our pretrain_eat output by default) or phase 1's checkpoint --init (phase 2); writes
+weights --encoder (phase 1; the demo DAG passes finetune_eat's tagger) or phase 1's checkpoint --init (phase 2); writes
 --out/model.pt (student + mean teacher), --out/metrics.json and the test PSD-ROC (--out/psd_roc.csv, .png).
 """
 
@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--encoder",
         type=Path,
         default=None,
-        help="phase 1: frame-encoder weights (data/pretrain_eat/eat.pt, or an ATST-Frame checkpoint)",
+        help="phase 1: frame-encoder weights (the demo: data/finetune_eat/eat_tagger.pt; data/pretrain_eat/eat.pt, an "
+        "official EAT or an ATST-Frame checkpoint)",
     )
     parser.add_argument("--init", type=Path, default=None, help="phase 2: phase 1's model.pt")
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/atst_stage<phase>)")

@@ -85,10 +85,10 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTasks:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    """data/ as the DVC stages leave it: packs, the pre-trained encoder and the teacher predictions."""
+    """data/ as the DVC stages leave it: packs, the pre-trained encoder, the teacher and its predictions."""
     root = tmp_path / "data"
     make_synthetic_pack(root / "pack_hdf5", n_per_split={"train": 3, "valid": 3, "test": 3}, sample_rate=16000)
-    for rel in ("pretrain_eat/eat.pt", "predict_teacher/predictions.h5"):
+    for rel in ("pretrain_eat/eat.pt", "finetune_eat/eat_tagger.pt", "predict_teacher/predictions.h5"):
         (root / rel).parent.mkdir(parents=True)
         (root / rel).write_bytes(b"stand-in")
     return root
@@ -116,6 +116,8 @@ def test_all_claims_two_seeds_write_the_table_and_per_seed_numbers(tmp_path: Pat
     teachers = {s: inputs["teacher_h5"] for s, _, inputs in fake.calls if s.startswith("distill")}
     assert teachers == {"distill_mobilenet": data / "predict_teacher" / "predictions.h5",
                         "distill_mobilenet_nokd": None}
+    encoders = {inputs["encoder_checkpoint"] for s, _, inputs in fake.calls if s == "atst_stage1"}
+    assert encoders == {data / "finetune_eat" / "eat_tagger.pt"}  # dvc.yaml's frame encoder: the teacher's
     stage2 = [(cfg.seed, inputs) for s, cfg, inputs in fake.calls if s == "atst_stage2"]
     for seed, inputs in stage2:  # initialised from the same seed's stage-1 checkpoint, not data/atst_stage1
         assert inputs["init_checkpoint"] == out / "sed" / "stage1" / f"seed-{seed}" / "model.pt"

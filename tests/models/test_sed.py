@@ -298,3 +298,18 @@ def test_eat_encoder_checkpoint_from_our_payload(tmp_path: Path) -> None:
         **TINY_CRNN,
     )
     torch.testing.assert_close(fused.state_dict()["eat_frame.eat.cls_token"], source.cls_token.detach())
+
+
+def test_eat_encoder_checkpoint_from_a_finetune_eat_tagger(tmp_path: Path) -> None:
+    """The demo DAG feeds `finetune_eat`'s tagger (data/finetune_eat/eat_tagger.pt) to ATST-SED as its frame encoder:
+    its `encoder.*` weights load strictly, the tagger's head and front end are left out."""
+    tiny = {"embed_dim": 32, "depth": 1, "num_heads": 4}
+    torch.manual_seed(5)
+    tagger = build_model("eat_tagger", size="eat_demo", n_classes=3, sample_rate=16000, target_frames=64, **tiny)
+    payload = {"builder": "eat_tagger", "builder_kwargs": {}, "model": tagger.state_dict()}
+    save_checkpoint(tmp_path / "eat_tagger.pt", payload)
+    fused = build("sed_eat", encoder_preset="eat_demo", encoder_kwargs=tiny,
+                  encoder_checkpoint=tmp_path / "eat_tagger.pt", **TINY_CRNN)
+    fused_state = fused.state_dict()
+    for key, value in tagger.encoder.state_dict().items():
+        torch.testing.assert_close(fused_state[f"eat_frame.eat.{key}"], value)
