@@ -188,7 +188,9 @@ def test_waveform_gain_is_a_constant_log_fbank_shift() -> None:
     expected = 2 * torch.log(gain).view(2, 1, 1).expand_as(shift)
     above_floor = clean > math.log(torch.finfo(torch.float32).eps) + 5  # empty low mel bands sit at the eps floor
     assert above_floor.float().mean() > 0.9
-    torch.testing.assert_close(shift[above_floor], expected[above_floor], atol=1e-4, rtol=0)
+    # float32 log power: 1.6e-4 apart in 3 of ~25k bins on an AVX-512 Intel host (1e-4 held on AMD); a wrong gain
+    # factor or a missed square would be off by 0.3-1.0 here
+    torch.testing.assert_close(shift[above_floor], expected[above_floor], atol=5e-4, rtol=0)
 
 
 def test_a_whole_frame_waveform_roll_is_a_fbank_roll_away_from_the_edge() -> None:
