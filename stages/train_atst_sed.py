@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--encoder",
         type=Path,
         default=None,
-        help="phase 1: frame-encoder weights (the demo: data/finetune_eat/eat_tagger.pt; data/pretrain_eat/eat.pt, an "
-        "official EAT or an ATST-Frame checkpoint)",
+        help="phase 1 only: frame-encoder weights (the demo: data/finetune_eat/eat_tagger.pt; data/pretrain_eat/eat.pt, "
+        "an official EAT or an ATST-Frame checkpoint); phase 2 takes the encoder from --init",
     )
     parser.add_argument("--init", type=Path, default=None, help="phase 2: phase 1's model.pt")
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/atst_stage<phase>)")
@@ -52,6 +52,9 @@ def main() -> None:
     args = parse_args()
     if args.phase == 2 and args.init is None:
         raise SystemExit("--phase 2 needs --init (phase 1's model.pt)")
+    if args.phase == 2 and args.encoder is not None:
+        raise SystemExit("--phase 2 takes its encoder from --init (phase 1's model.pt holds the encoder weights): "
+                         "drop --encoder")
     section = SECTIONS[args.phase]
     cfg: AtstStage1Config | AtstStage2Config = open_stage(section, CONFIG[section], args.out, args.params)
     kwargs = task_kwargs(args)

@@ -112,6 +112,20 @@ def test_time_roll_is_a_per_example_circular_shift(max_shift: int | None) -> Non
         torch.testing.assert_close(out[b], torch.roll(x[b], shift))
 
 
+@pytest.mark.parametrize(("max_shift", "axis"), [(3, -1), (None, -1), (5, -2), (None, 1)])
+def test_time_roll_shifts_by_the_generators_draws(max_shift: int | None, axis: int) -> None:
+    """The shifts are the generator's next `randint` draws (one per example), so a seeded run rolls its clips
+    exactly as before the per-example implementation; out[i] = x[i - shift] along `axis`."""
+    x = torch.randn(5, 3, 12, 4)
+    dim = axis % x.dim()
+    low, high = (0, x.shape[dim]) if max_shift is None else (-max_shift, max_shift + 1)
+    shifts = torch.randint(low, high, (5,), generator=_gen(7)).tolist()
+    out = time_roll(x, max_shift=max_shift, axis=axis, generator=_gen(7))
+    for b, shift in enumerate(shifts):
+        assert torch.equal(out[b], torch.roll(x[b], shift, dims=dim - 1))
+    assert time_roll(x[:0], max_shift=max_shift, axis=axis).shape == (0, 3, 12, 4)
+
+
 def test_time_roll_on_spectrogram_axis_keeps_frequency_content() -> None:
     spec = torch.randn(2, 1, 30, 8)
     out = time_roll(spec, axis=-2, generator=_gen())

@@ -86,8 +86,7 @@ STAGES = {
     "atst_stage1": Stage("train_atst_sed", lambda clips, ref: [
         "--phase", "1", "--clips", clips, "--encoder", ref("pretrain_eat") / "eat.pt"], ".model.resume.pt"),
     "atst_stage2": Stage("train_atst_sed", lambda clips, ref: [
-        "--phase", "2", "--clips", clips, "--encoder", ref("pretrain_eat") / "eat.pt",
-        "--init", ref("atst_stage1") / "model.pt"], ".model.resume.pt"),
+        "--phase", "2", "--clips", clips, "--init", ref("atst_stage1") / "model.pt"], ".model.resume.pt"),
 }
 KILL_POINTS = ("start", "middle", "last")
 

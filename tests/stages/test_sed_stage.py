@@ -95,3 +95,10 @@ def test_sed_stages_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_phase2_without_init_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit, match="--init"):
         _run(["--phase", "2", "--clips", str(tmp_path), "--out", str(tmp_path)], monkeypatch)
+
+
+def test_phase2_with_encoder_exits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Phase 2 rebuilds the model, encoder included, from --init: an --encoder there would be silently ignored."""
+    with pytest.raises(SystemExit, match="drop --encoder"):
+        _run(["--phase", "2", "--clips", str(tmp_path), "--out", str(tmp_path), "--init", str(tmp_path / "m.pt"),
+              "--encoder", str(tmp_path / "eat.pt")], monkeypatch)

@@ -152,6 +152,18 @@ def test_checkpoint_rebuilds_and_writes_roc(runs: dict) -> None:
     assert (runs["s2"].parent / "psd_roc.csv").is_file() and (runs["s2"].parent / "psd_roc.png").is_file()
 
 
+def test_phase2_refuses_an_encoder_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="encoder_checkpoint"):
+        train_atst_sed(
+            tiny_config2(),
+            phase=2,
+            clips_dir=tmp_path,
+            encoder_checkpoint=tmp_path / "eat.pt",
+            init_checkpoint=tmp_path / "s1.pt",
+            checkpoint=tmp_path / "m.pt",
+        )
+
+
 def test_phase2_needs_init_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="init_checkpoint"):
         train_atst_sed(

@@ -172,6 +172,9 @@ def train_atst_sed(
                         f"got {type(cfg).__name__}")
     if phase == 2 and init_checkpoint is None:
         raise ValueError("phase 2 starts from phase 1's checkpoint: pass init_checkpoint")
+    if phase == 2 and encoder_checkpoint is not None:
+        raise ValueError(f"phase 2 takes its encoder from phase 1's checkpoint {init_checkpoint}; "
+                         f"encoder_checkpoint {encoder_checkpoint} would be ignored: drop it")
     if cfg.consistency not in CONSISTENCY_TYPES:
         raise ValueError(f"consistency must be one of {CONSISTENCY_TYPES}, got {cfg.consistency!r} (params.yaml)")
     torch.manual_seed(cfg.seed)
