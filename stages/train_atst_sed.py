@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--encoder",
         type=Path,
         default=None,
-        help="phase 1 only: frame-encoder weights (the demo: data/finetune_eat/eat_tagger.pt; data/pretrain_eat/eat.pt, "
-        "an official EAT or an ATST-Frame checkpoint); phase 2 takes the encoder from --init",
+        help="phase 1 only: frame-encoder weights (the demo: data/finetune_eat/eat_tagger.pt; "
+        "data/pretrain_eat/eat.pt, an official EAT or an ATST-Frame checkpoint); phase 2 takes the encoder from --init",
     )
     parser.add_argument("--init", type=Path, default=None, help="phase 2: phase 1's model.pt")
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/atst_stage<phase>)")
