@@ -152,26 +152,20 @@ def test_checkpoint_rebuilds_and_writes_roc(runs: dict) -> None:
     assert (runs["s2"].parent / "psd_roc.csv").is_file() and (runs["s2"].parent / "psd_roc.png").is_file()
 
 
-def test_phase2_refuses_an_encoder_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="encoder_checkpoint"):
+@pytest.mark.parametrize(
+    ("encoder", "init", "message"),
+    [(None, None, "pass init_checkpoint"), ("eat.pt", "s1.pt", "encoder_checkpoint .* would be ignored")],
+)
+def test_phase2_needs_init_and_no_encoder_checkpoint(tmp_path: Path, encoder: str | None, init: str | None,
+                                                     message: str) -> None:
+    """Phase 2 builds its whole model, encoder included, from phase 1's checkpoint."""
+    with pytest.raises(ValueError, match=message):
         train_atst_sed(
             tiny_config2(),
             phase=2,
             clips_dir=tmp_path,
-            encoder_checkpoint=tmp_path / "eat.pt",
-            init_checkpoint=tmp_path / "s1.pt",
-            checkpoint=tmp_path / "m.pt",
-        )
-
-
-def test_phase2_needs_init_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="init_checkpoint"):
-        train_atst_sed(
-            tiny_config2(),
-            phase=2,
-            clips_dir=tmp_path,
-            encoder_checkpoint=None,
-            init_checkpoint=None,
+            encoder_checkpoint=None if encoder is None else tmp_path / encoder,
+            init_checkpoint=None if init is None else tmp_path / init,
             checkpoint=tmp_path / "m.pt",
         )
 
